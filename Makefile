@@ -1,0 +1,41 @@
+# Kaizen: two commands on a fresh machine.
+#   make demo   the main job: the local stack, the services, traffic through the loop
+#   make test   lint, then every test against the real local stack
+# Both install what they need first (scripts/bootstrap) and skip what is already installed.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+export KAIZEN_CACHE ?= $(HOME)/.cache/kaizen
+VENV := $(shell scripts/bootstrap --print-venv)
+PY := $(VENV)/bin/python
+export PYTHONPATH := $(CURDIR)
+export PATH := $(VENV)/bin:$(PATH)
+
+.PHONY: install lint test demo stack-up stack-down stack-status asyncapi bench
+
+install:
+	@scripts/bootstrap
+
+lint: install
+	ruff check .
+	ruff format --check .
+	mypy shared services
+
+test: lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: install
+	$(PY) -m shared.demo
+
+stack-up: install
+	$(PY) -m shared.stack up
+
+stack-down:
+	$(PY) -m shared.stack down
+
+stack-status:
+	$(PY) -m shared.stack status
+
+# Regenerate the AsyncAPI catalogue of every topic (a test fails when it is stale).
+asyncapi: install
+	$(PY) -m shared.asyncapi > docs/asyncapi.json

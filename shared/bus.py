@@ -1,0 +1,274 @@
+"""Kafka through FastStream, with Kaizen's delivery rules.
+
+- The producer is idempotent with ``acks=all``: a publish returns only once the broker has the record.
+- A consumer commits its offset only after its handler succeeded, or after the message was put on the
+  dead-letter topic: nothing is skipped, nothing is lost.
+- A message that can never be valid (bad JSON, wrong schema, ``InvalidMessage``) goes to
+  ``<topic>.dlq`` at once. Any other failure is retried ``handler_retries`` times with exponential
+  backoff, then goes to ``<topic>.dlq``. The DLQ record is the original message (value, key, headers)
+  plus headers naming the error, the consumer, and where it came from. The consumer carries on.
+- Metrics: FastStream's Prometheus middleware (messages in and out, failures, handler latency) plus
+  consumer lag and dead letters (``shared.telemetry.BusMetrics``).
+
+A service builds its broker with ``create_broker``, declares publishers with ``declare_publisher`` and
+subscribers with ``subscribe``; its handlers take typed events and never see any of this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import pydantic
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from fast_depends.exceptions import ValidationError as DependencyValidationError
+from faststream import AckPolicy, BaseMiddleware
+from faststream.kafka import KafkaBroker
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from faststream.kafka.publisher.usecase import DefaultPublisher
+from faststream.message import StreamMessage
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from shared.errors import InvalidMessage
+from shared.events import EVENT_TYPES, Envelope, dlq_topic
+from shared.settings import KaizenSettings
+from shared.telemetry import BusMetrics
+
+DLQ_ERROR = "kaizen-dlq-error"
+DLQ_REASON = "kaizen-dlq-reason"
+DLQ_CONSUMER = "kaizen-dlq-consumer"
+DLQ_SOURCE = "kaizen-dlq-source"
+DLQ_ATTEMPTS = "kaizen-dlq-attempts"
+DLQ_AT = "kaizen-dlq-at"
+
+INVALID_ERRORS: tuple[type[BaseException], ...] = (
+    InvalidMessage,
+    DependencyValidationError,
+    pydantic.ValidationError,
+    json.JSONDecodeError,
+    UnicodeDecodeError,
+)
+"""Failures no retry can fix: the message goes to the DLQ at once."""
+
+
+class DeliveryPolicy:
+    """Retries, dead letters and lag for one broker (one service)."""
+
+    def __init__(
+        self,
+        service: str,
+        retries: int,
+        backoff_s: float,
+        logger: logging.Logger,
+        metrics: BusMetrics,
+    ) -> None:
+        self.service = service
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.logger = logger
+        self.metrics = metrics
+        self.broker: KafkaBroker | None = None
+
+    async def dead_letter(
+        self, msg: StreamMessage[Any], error: BaseException, *, attempts: int, reason: str, consumer: str
+    ) -> None:
+        if self.broker is None:
+            raise RuntimeError("the delivery policy has no broker")
+        record = msg.raw_message
+        topic = str(getattr(record, "topic", "unknown"))
+        headers = {name: value.decode(errors="replace") for name, value in getattr(record, "headers", ()) or ()}
+        headers |= {
+            DLQ_ERROR: f"{type(error).__name__}: {error}"[:4000],
+            DLQ_REASON: reason,
+            DLQ_CONSUMER: consumer,
+            DLQ_SOURCE: f"{topic}/{getattr(record, 'partition', '?')}@{getattr(record, 'offset', '?')}",
+            DLQ_ATTEMPTS: str(attempts),
+            DLQ_AT: datetime.now(UTC).isoformat(),
+        }
+        await self.broker.publish(
+            msg.body, topic=dlq_topic(topic), key=getattr(record, "key", None), headers=headers
+        )
+        self.metrics.dead_letters.labels(self.service, topic, reason).inc()
+        self.logger.warning(
+            "message sent to the dead-letter topic",
+            extra={
+                "topic": topic,
+                "dlq_topic": dlq_topic(topic),
+                "consumer": consumer,
+                "reason": reason,
+                "attempts": attempts,
+                "error": headers[DLQ_ERROR],
+                "event_id": _event_id(msg.body),
+            },
+        )
+
+    def record_lag(self, msg: StreamMessage[Any], consumer_name: str) -> None:
+        record = msg.raw_message
+        consumer = getattr(msg, "consumer", None)
+        highwater = getattr(consumer, "highwater", None)
+        if highwater is None or not hasattr(record, "partition"):
+            return
+        end = highwater(TopicPartition(record.topic, record.partition))
+        if end is not None:
+            self.metrics.consumer_lag.labels(
+                self.service, record.topic, str(record.partition), consumer_name
+            ).set(max(0, end - record.offset - 1))
+
+
+class _DeliveryMiddleware(BaseMiddleware):
+    """Retry, then dead-letter; return normally so the message is committed and the consumer goes on."""
+
+    def __init__(self, msg: Any, /, *, context: Any, policy: DeliveryPolicy) -> None:
+        super().__init__(msg, context=context)
+        self.policy = policy
+
+    async def consume_scope(self, call_next: Callable[[Any], Any], msg: StreamMessage[Any]) -> Any:
+        policy = self.policy
+        consumer = _consumer_name(self.context, msg)
+        topic = str(getattr(msg.raw_message, "topic", "unknown"))
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                result = await call_next(msg)
+            except INVALID_ERRORS as error:
+                await policy.dead_letter(msg, error, attempts=attempt, reason="invalid", consumer=consumer)
+                break
+            except Exception as error:
+                if attempt > policy.retries:
+                    await policy.dead_letter(
+                        msg, error, attempts=attempt, reason="retries_exhausted", consumer=consumer
+                    )
+                    break
+                policy.metrics.retries.labels(policy.service, topic).inc()
+                policy.logger.info(
+                    "handler failed, retrying",
+                    extra={"topic": topic, "attempt": attempt, "error": repr(error), "event_id": _event_id(msg.body)},
+                )
+                await asyncio.sleep(policy.backoff_s * 2 ** (attempt - 1))
+            else:
+                policy.record_lag(msg, consumer)
+                return result
+        policy.record_lag(msg, consumer)
+        return None
+
+
+def _consumer_name(context: Any, msg: StreamMessage[Any]) -> str:
+    handler = context.get_local("handler_", None) if context is not None else None
+    group = getattr(handler, "group_id", None) or getattr(getattr(msg, "consumer", None), "_group_id", None)
+    return str(group or "unknown")
+
+
+def _event_id(body: bytes) -> str | None:
+    try:
+        value = json.loads(body).get("event_id")
+    except (ValueError, AttributeError, TypeError):
+        return None
+    return str(value) if value is not None else None
+
+
+def create_broker(
+    settings: KaizenSettings,
+    service: str,
+    *,
+    logger: logging.Logger | None = None,
+    registry: CollectorRegistry = REGISTRY,
+) -> KafkaBroker:
+    """A FastStream Kafka broker with Kaizen's delivery rules and metrics, for one service."""
+    log = logger or logging.getLogger(f"kaizen.{service}")
+    policy = DeliveryPolicy(
+        service=service,
+        retries=settings.kafka.handler_retries,
+        backoff_s=settings.kafka.retry_backoff_s,
+        logger=log,
+        metrics=BusMetrics.of(registry),
+    )
+
+    def delivery(msg: Any, /, *, context: Any) -> _DeliveryMiddleware:
+        return _DeliveryMiddleware(msg, context=context, policy=policy)
+
+    broker = KafkaBroker(
+        settings.kafka.bootstrap_servers,
+        client_id=f"kaizen-{service}",
+        enable_idempotence=True,
+        acks="all",
+        middlewares=[
+            KafkaPrometheusMiddleware(registry=registry, app_name=service, metrics_prefix="kaizen"),
+            delivery,
+        ],
+        logger=log,
+        description=f"Kaizen {service}",
+    )
+    policy.broker = broker
+    return broker
+
+
+def subscribe(
+    broker: KafkaBroker,
+    settings: KaizenSettings,
+    topic: str,
+    consumer: str,
+    **options: Any,
+) -> Any:
+    """A subscriber on a logical topic in consumer group ``consumer`` that commits only after success.
+
+    Use it as FastStream's own decorator: ``@subscribe(broker, settings, TRACE_RAW, "ingest-worker")``.
+    A new group starts from the earliest offset, so nothing published before it joined is missed.
+    """
+    options.setdefault("auto_offset_reset", "earliest")
+    return broker.subscriber(
+        settings.kafka.topic(topic),
+        group_id=settings.kafka.group(consumer),
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        **options,
+    )
+
+
+def declare_publisher(
+    broker: KafkaBroker, settings: KaizenSettings, event_type: type[Envelope]
+) -> DefaultPublisher:
+    """A publisher of one event type on its topic, with the schema in the AsyncAPI document."""
+    return broker.publisher(
+        settings.kafka.topic(event_type.topic),
+        schema=event_type,
+        title=f"{event_type.topic}:publish",
+        description=(event_type.__doc__ or event_type.topic).strip().splitlines()[0],
+    )
+
+
+async def publish_event(publisher: DefaultPublisher, event: Envelope) -> None:
+    """Publish one event, keyed by its correlation id, and wait for the broker's acknowledgement."""
+    await publisher.publish(event, key=event.key(), headers={"kaizen-event-type": event.type})
+
+
+async def ensure_topics(
+    settings: KaizenSettings, topics: Sequence[str] | None = None, *, with_dlq: bool = True
+) -> list[str]:
+    """Create Kaizen's topics (and their DLQs) with the configured partitions; existing ones are kept."""
+    logical = list(topics) if topics is not None else [event.topic for event in EVENT_TYPES]
+    names = [settings.kafka.topic(name) for name in logical]
+    if with_dlq:
+        names += [dlq_topic(name) for name in names]
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        new = [
+            NewTopic(name, settings.kafka.partitions, settings.kafka.replication_factor)
+            for name in names
+            if name not in existing
+        ]
+        if new:
+            try:
+                await admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()
+    return names

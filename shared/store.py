@@ -1,0 +1,287 @@
+"""The Iceberg store: Kaizen's tables, on local disk or any S3-compatible endpoint.
+
+The catalog comes from settings: a SQL catalog on SQLite by default (``<home>/catalog.db``), or
+Postgres (``KAIZEN_CATALOG__URI=postgresql+psycopg2://...``), a REST catalog or AWS Glue
+(``KAIZEN_CATALOG__TYPE=rest|glue``). The warehouse is ``<home>/warehouse`` by default, or
+``s3://bucket/prefix`` with the S3 settings (endpoint, keys, region) passed to pyiceberg's file IO.
+
+Tables (namespace ``kaizen`` unless configured):
+
+- ``traces``   one row per trainable generation; partitioned by day(ts), model, consent.
+- ``labels``   one row per (trace, label version); partitioned by day(labeled_at).
+- ``datasets`` one row per dataset item with its lineage; partitioned by dataset_id; every dataset is
+  written in one append, so it is exactly one snapshot (its id is carried by dataset.ready).
+
+``append`` writes a batch in one commit and retries when another writer won the commit race.
+pyiceberg is synchronous: async services call the store through ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pyarrow as pa
+from pyiceberg.catalog import Catalog, load_catalog
+from pyiceberg.exceptions import CommitFailedException, NamespaceAlreadyExistsError, NoSuchTableError
+from pyiceberg.expressions import AlwaysTrue, BooleanExpression
+from pyiceberg.partitioning import PartitionField, PartitionSpec
+from pyiceberg.schema import Schema
+from pyiceberg.table import Table
+from pyiceberg.transforms import DayTransform, IdentityTransform
+from pyiceberg.types import (
+    BooleanType,
+    DoubleType,
+    IntegerType,
+    ListType,
+    LongType,
+    MapType,
+    NestedField,
+    StringType,
+    TimestamptzType,
+)
+
+from shared.errors import KaizenError
+from shared.settings import KaizenSettings
+
+log = logging.getLogger("kaizen.store")
+
+TRACES = "traces"
+LABELS = "labels"
+DATASETS = "datasets"
+
+
+class StoreError(KaizenError):
+    """The store could not write or read a table."""
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    schema: Schema
+    partition_spec: PartitionSpec
+    description: str
+
+
+def _string(field_id: int, name: str, required: bool = False, doc: str | None = None) -> NestedField:
+    return NestedField(field_id, name, StringType(), required=required, doc=doc)
+
+
+def _strings(field_id: int, element_id: int, name: str, doc: str | None = None) -> NestedField:
+    return NestedField(field_id, name, ListType(element_id, StringType(), element_required=True), doc=doc)
+
+
+TRACES_SPEC = TableSpec(
+    name=TRACES,
+    description="Consented, redacted generations: the raw material of every dataset.",
+    schema=Schema(
+        _string(1, "trace_id", required=True),
+        _string(2, "project_id", required=True),
+        NestedField(3, "ts", TimestamptzType(), required=True, doc="When the generation started."),
+        _string(4, "model", required=True),
+        NestedField(5, "consent", BooleanType(), required=True),
+        _string(6, "model_version"),
+        _string(7, "span_id"),
+        _string(8, "name"),
+        _string(9, "prompt"),
+        _string(10, "response"),
+        _string(11, "input_messages", doc="JSON list of {role, content}."),
+        _strings(12, 101, "contexts", doc="Retrieved contexts."),
+        _string(13, "reference"),
+        _string(14, "user_id"),
+        _string(15, "session_id"),
+        _strings(16, 102, "tags"),
+        _string(17, "metadata", doc="JSON object of every unmapped attribute."),
+        NestedField(18, "prompt_tokens", LongType()),
+        NestedField(19, "completion_tokens", LongType()),
+        NestedField(20, "latency_ms", DoubleType()),
+        _string(21, "status"),
+        _string(22, "error"),
+        NestedField(23, "completion_token_ids", ListType(103, LongType(), element_required=True)),
+        NestedField(24, "completion_logprobs", ListType(104, DoubleType(), element_required=True)),
+        NestedField(25, "redactions", IntegerType()),
+        NestedField(26, "ingested_at", TimestamptzType()),
+    ),
+    partition_spec=PartitionSpec(
+        PartitionField(source_id=3, field_id=1000, transform=DayTransform(), name="ts_day"),
+        PartitionField(source_id=4, field_id=1001, transform=IdentityTransform(), name="model"),
+        PartitionField(source_id=5, field_id=1002, transform=IdentityTransform(), name="consent"),
+    ),
+)
+
+LABELS_SPEC = TableSpec(
+    name=LABELS,
+    description="Rewards: every component and the gated composite, per trace and label version.",
+    schema=Schema(
+        _string(1, "trace_id", required=True),
+        _string(2, "project_id", required=True),
+        NestedField(3, "label_version", IntegerType(), required=True),
+        NestedField(4, "labeled_at", TimestamptzType(), required=True),
+        _string(5, "model_version"),
+        NestedField(6, "composite_reward", DoubleType(), required=True),
+        NestedField(
+            7,
+            "components",
+            MapType(101, StringType(), 102, DoubleType(), value_required=False),
+            doc="Component name to score; a null score means the component is missing.",
+        ),
+        _string(8, "gated_by"),
+        _string(9, "config_hash", required=True),
+        _string(10, "prompt"),
+        _string(11, "response"),
+        _string(12, "session_id"),
+    ),
+    partition_spec=PartitionSpec(
+        PartitionField(source_id=4, field_id=1000, transform=DayTransform(), name="labeled_at_day"),
+    ),
+)
+
+DATASETS_SPEC = TableSpec(
+    name=DATASETS,
+    description="Dataset items (DPO pairs, GRPO prompts, SFT examples) with their lineage.",
+    schema=Schema(
+        _string(1, "dataset_id", required=True),
+        _string(2, "project_id", required=True),
+        _string(3, "item_id", required=True),
+        _string(4, "split", required=True, doc="train, eval or replay."),
+        _string(5, "kind", required=True, doc="dpo, grpo or sft."),
+        _string(6, "prompt", required=True),
+        _string(7, "chosen"),
+        _string(8, "rejected"),
+        _string(9, "completion"),
+        NestedField(10, "chosen_reward", DoubleType()),
+        NestedField(11, "rejected_reward", DoubleType()),
+        _strings(12, 101, "contexts"),
+        _strings(13, 102, "source_trace_ids", doc="Lineage: the traces the item was built from."),
+        NestedField(14, "label_versions", ListType(103, IntegerType(), element_required=True)),
+        _string(15, "source_dataset_id", doc="For replayed items, the dataset they come from."),
+        _string(16, "config_hash"),
+        NestedField(17, "created_at", TimestamptzType(), required=True),
+        _string(18, "reward_components", doc="JSON list of the reward components a GRPO prompt uses."),
+    ),
+    partition_spec=PartitionSpec(
+        PartitionField(source_id=1, field_id=1000, transform=IdentityTransform(), name="dataset_id"),
+    ),
+)
+
+TABLE_SPECS: dict[str, TableSpec] = {spec.name: spec for spec in (TRACES_SPEC, LABELS_SPEC, DATASETS_SPEC)}
+
+
+def catalog_properties(settings: KaizenSettings) -> dict[str, str]:
+    """The pyiceberg catalog properties for these settings."""
+    catalog = settings.catalog
+    properties: dict[str, str] = {"type": catalog.type}
+    if catalog.uri:
+        properties["uri"] = catalog.uri
+    if catalog.warehouse:
+        properties["warehouse"] = catalog.warehouse
+    s3 = settings.s3
+    if s3.endpoint_url:
+        properties["s3.endpoint"] = s3.endpoint_url
+    properties["s3.region"] = s3.region
+    if s3.access_key_id:
+        properties["s3.access-key-id"] = s3.access_key_id
+    if s3.secret_access_key is not None:
+        properties["s3.secret-access-key"] = s3.secret_access_key.get_secret_value()
+    if catalog.type == "sql" and catalog.uri and catalog.uri.startswith("sqlite"):
+        properties.setdefault("init_catalog_tables", "true")
+    properties.update(catalog.properties)
+    return properties
+
+
+class IcebergStore:
+    """Kaizen's tables in one namespace of one catalog."""
+
+    def __init__(self, settings: KaizenSettings, catalog: Catalog | None = None) -> None:
+        self.settings = settings
+        self.namespace = settings.catalog.namespace
+        if catalog is None and settings.catalog.type == "sql" and settings.catalog.warehouse:
+            _ensure_local_dirs(settings)
+        self.catalog = catalog or load_catalog(settings.catalog.name, **catalog_properties(settings))
+        self._tables: dict[str, Table] = {}
+
+    def identifier(self, name: str) -> str:
+        return f"{self.namespace}.{name}"
+
+    def table(self, name: str) -> Table:
+        """The table, created with its schema and partition spec the first time it is asked for."""
+        if name in self._tables:
+            return self._tables[name]
+        spec = TABLE_SPECS.get(name)
+        if spec is None:
+            raise StoreError(f"unknown table {name!r}; Kaizen's tables are {sorted(TABLE_SPECS)}")
+        try:
+            self.catalog.create_namespace(self.namespace)
+        except NamespaceAlreadyExistsError:
+            pass
+        try:
+            table = self.catalog.load_table(self.identifier(name))
+        except NoSuchTableError:
+            table = self.catalog.create_table_if_not_exists(
+                self.identifier(name),
+                schema=spec.schema,
+                partition_spec=spec.partition_spec,
+                properties={"comment": spec.description, "format-version": "2"},
+            )
+        self._tables[name] = table
+        return table
+
+    def append(
+        self,
+        name: str,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        snapshot_properties: Mapping[str, str] | None = None,
+    ) -> int | None:
+        """Append a batch of rows in one commit; return the id of the snapshot that holds them.
+
+        A commit that lost a race with another writer is retried on the refreshed table, with jittered
+        backoff, up to ``catalog.commit_retries`` times.
+        """
+        if not rows:
+            return None
+        table = self.table(name)
+        try:
+            # The table's own schema: the catalog assigns field ids when it creates a table.
+            batch = pa.Table.from_pylist([dict(row) for row in rows], schema=table.schema().as_arrow())
+        except (pa.ArrowInvalid, pa.ArrowTypeError, KeyError, TypeError) as exc:
+            raise StoreError(f"rows do not fit table {name!r}: {exc}") from exc
+        attempts = self.settings.catalog.commit_retries + 1
+        for attempt in range(1, attempts + 1):
+            try:
+                table.append(batch, snapshot_properties=dict(snapshot_properties or {}))
+                break
+            except CommitFailedException as exc:
+                if attempt == attempts:
+                    raise StoreError(f"append to {name!r} lost {attempts} commit races: {exc}") from exc
+                log.info("commit conflict, retrying", extra={"table": name, "attempt": attempt})
+                time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
+                table = self.catalog.load_table(self.identifier(name))
+                self._tables[name] = table
+        snapshot = table.current_snapshot()
+        return snapshot.snapshot_id if snapshot else None
+
+    def read(self, name: str, row_filter: BooleanExpression | str = AlwaysTrue(), **scan: Any) -> pa.Table:
+        """Rows of a table (optionally filtered, e.g. ``"dataset_id == 'ds-1'"``) as an Arrow table."""
+        table = self.catalog.load_table(self.identifier(name))
+        self._tables[name] = table
+        return table.scan(row_filter=row_filter, **scan).to_arrow()
+
+    def read_snapshot(self, name: str, snapshot_id: int, row_filter: BooleanExpression | str = AlwaysTrue()) -> pa.Table:
+        """Rows of a table as of one snapshot: what an event referring to that snapshot saw."""
+        return self.read(name, row_filter, snapshot_id=snapshot_id)
+
+
+def _ensure_local_dirs(settings: KaizenSettings) -> None:
+    warehouse = settings.catalog.warehouse or ""
+    if warehouse.startswith("file://"):
+        Path(urlparse(warehouse).path).mkdir(parents=True, exist_ok=True)
+    uri = settings.catalog.uri or ""
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
