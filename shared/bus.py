@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,7 +36,7 @@ from faststream.message import StreamMessage
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from shared.errors import InvalidMessage
-from shared.events import EVENT_TYPES, Envelope, dlq_topic
+from shared.events import DLQ_SUFFIX, EVENT_TYPES, Envelope, dlq_topic
 from shared.settings import KaizenSettings
 from shared.telemetry import BusMetrics
 
@@ -82,7 +82,9 @@ class DeliveryPolicy:
             raise RuntimeError("the delivery policy has no broker")
         record = msg.raw_message
         topic = str(getattr(record, "topic", "unknown"))
-        headers = {name: value.decode(errors="replace") for name, value in getattr(record, "headers", ()) or ()}
+        headers = {
+            name: value.decode(errors="replace") for name, value in getattr(record, "headers", ()) or ()
+        }
         headers |= {
             DLQ_ERROR: f"{type(error).__name__}: {error}"[:4000],
             DLQ_REASON: reason,
@@ -137,10 +139,19 @@ class _DeliveryMiddleware(BaseMiddleware):
             attempt += 1
             try:
                 result = await call_next(msg)
-            except INVALID_ERRORS as error:
-                await policy.dead_letter(msg, error, attempts=attempt, reason="invalid", consumer=consumer)
-                break
             except Exception as error:
+                if topic.endswith(DLQ_SUFFIX):
+                    # A dead letter whose handler fails is logged and stays on its DLQ: never a .dlq.dlq.
+                    policy.logger.error(
+                        "dead-letter handler failed; the message stays on its DLQ",
+                        extra={"topic": topic, "consumer": consumer, "error": repr(error)},
+                    )
+                    break
+                if isinstance(error, INVALID_ERRORS):
+                    await policy.dead_letter(
+                        msg, error, attempts=attempt, reason="invalid", consumer=consumer
+                    )
+                    break
                 if attempt > policy.retries:
                     await policy.dead_letter(
                         msg, error, attempts=attempt, reason="retries_exhausted", consumer=consumer
@@ -149,7 +160,12 @@ class _DeliveryMiddleware(BaseMiddleware):
                 policy.metrics.retries.labels(policy.service, topic).inc()
                 policy.logger.info(
                     "handler failed, retrying",
-                    extra={"topic": topic, "attempt": attempt, "error": repr(error), "event_id": _event_id(msg.body)},
+                    extra={
+                        "topic": topic,
+                        "attempt": attempt,
+                        "error": repr(error),
+                        "event_id": _event_id(msg.body),
+                    },
                 )
                 await asyncio.sleep(policy.backoff_s * 2 ** (attempt - 1))
             else:
@@ -215,19 +231,20 @@ def subscribe(
     topic: str,
     consumer: str,
     **options: Any,
-) -> Any:
+) -> Callable[[Callable[..., Awaitable[Any]]], Any]:
     """A subscriber on a logical topic in consumer group ``consumer`` that commits only after success.
 
     Use it as FastStream's own decorator: ``@subscribe(broker, settings, TRACE_RAW, "ingest-worker")``.
     A new group starts from the earliest offset, so nothing published before it joined is missed.
     """
     options.setdefault("auto_offset_reset", "earliest")
-    return broker.subscriber(
+    decorator: Callable[[Callable[..., Awaitable[Any]]], Any] = broker.subscriber(
         settings.kafka.topic(topic),
         group_id=settings.kafka.group(consumer),
         ack_policy=AckPolicy.NACK_ON_ERROR,
         **options,
     )
+    return decorator
 
 
 def declare_publisher(
@@ -237,7 +254,7 @@ def declare_publisher(
     return broker.publisher(
         settings.kafka.topic(event_type.topic),
         schema=event_type,
-        title=f"{event_type.topic}:publish",
+        title=event_type.topic,
         description=(event_type.__doc__ or event_type.topic).strip().splitlines()[0],
     )
 
@@ -269,6 +286,26 @@ async def ensure_topics(
                 await admin.create_topics(new)
             except TopicAlreadyExistsError:
                 pass
+        await _wait_for_leaders(admin, names)
     finally:
         await admin.close()
     return names
+
+
+async def _wait_for_leaders(
+    admin: AIOKafkaAdminClient, topics: Sequence[str], timeout_s: float = 30.0
+) -> None:
+    """Return once every partition of ``topics`` has a leader, so first produces and fetches succeed."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        described = await admin.describe_topics(list(topics))
+        if all(
+            topic.get("error_code", 0) == 0
+            and topic.get("partitions")
+            and all(partition.get("leader", -1) >= 0 for partition in topic["partitions"])
+            for topic in described
+        ):
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"topics without a partition leader after {timeout_s:.0f}s: {list(topics)}")
+        await asyncio.sleep(0.1)

@@ -11,4 +11,4 @@ class KaizenError(Exception):
 
 
 class InvalidMessage(KaizenError):
-    """A message that can never be processed as it is (bad schema, unknown project...): dead-letter it at once."""
+    """A message that can never be processed as it is (bad schema, unknown project): dead-letter it now."""

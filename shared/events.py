@@ -59,7 +59,9 @@ class Envelope(BaseModel):
     schema_version: int = Field(1, description="Version of this event's schema; fields are only added.")
     occurred_at: datetime = Field(default_factory=_now, description="When the fact happened (UTC).")
     producer: str = Field(description="The service (or app) that produced the event.")
-    project_id: str = Field(description="Project the data belongs to; a key of one project never writes another.")
+    project_id: str = Field(
+        description="Project the data belongs to; a key of one project never writes another."
+    )
     correlation_id: str = Field(
         description="What ties a chain of events together: the trace id, dataset id or model version."
     )
@@ -93,10 +95,14 @@ class TraceRecord(BaseModel):
     name: str | None = Field(None, description="Span or observation name.")
     model: str = Field("unknown", description="Model name as the application reported it.")
     model_version: str | None = Field(None, description="Serving model version (kaizen.model_version).")
-    input_messages: list[ChatMessage] = Field(default_factory=list, description="The prompt as chat messages.")
+    input_messages: list[ChatMessage] = Field(
+        default_factory=list, description="The prompt as chat messages."
+    )
     prompt: str = Field("", description="The prompt as plain text (the last user message when chat).")
     response: str = Field("", description="The generated answer.")
-    contexts: list[str] = Field(default_factory=list, description="Retrieved contexts the answer should rest on.")
+    contexts: list[str] = Field(
+        default_factory=list, description="Retrieved contexts the answer should rest on."
+    )
     reference: str | None = Field(None, description="A reference answer, when the application has one.")
     user_id: str | None = Field(None, description="End user id.")
     session_id: str | None = Field(None, description="Conversation or session id.")
@@ -108,9 +114,20 @@ class TraceRecord(BaseModel):
     error: str | None = Field(None, description="The error message when status is error.")
     consent: bool = Field(False, description="Whether the user consented to training on this trace.")
     started_at: datetime = Field(default_factory=_now, description="When the generation started (UTC).")
-    completion_token_ids: list[int] | None = Field(None, description="Token ids of the completion (on-policy).")
-    completion_logprobs: list[float] | None = Field(None, description="Log-probs of those tokens (on-policy).")
+    completion_token_ids: list[int] | None = Field(
+        None, description="Token ids of the completion (on-policy)."
+    )
+    completion_logprobs: list[float] | None = Field(
+        None, description="Log-probs of those tokens (on-policy)."
+    )
     redactions: int = Field(0, ge=0, description="How many PII spans were redacted from this record.")
+    contexts_only: bool = Field(
+        False,
+        description=(
+            "A partial record carrying only the retrieved contexts of a trace whose generation comes in a "
+            "later export; the ingest worker joins it to that generation and never stores it alone."
+        ),
+    )
 
 
 FeedbackKind = Literal["rating", "thumbs", "stars", "score", "copy", "share", "retry", "dismiss", "engage"]
@@ -143,14 +160,18 @@ class FeedbackRecord(BaseModel):
 
 
 class TraceRaw(Envelope):
+    """A generation accepted at intake, validated and redacted, on its way to the ingest worker."""
+
     topic: ClassVar[str] = TRACE_RAW
-    type: Literal["trace.raw"] = "trace.raw"
+    type: Literal["trace.raw"] = Field("trace.raw", description="The event type, equal to its topic.")
     record: TraceRecord = Field(description="The validated, redacted trace.")
 
 
 class FeedbackRaw(Envelope):
+    """A user's feedback accepted at intake, on its way to the ingest worker."""
+
     topic: ClassVar[str] = FEEDBACK_RAW
-    type: Literal["feedback.raw"] = "feedback.raw"
+    type: Literal["feedback.raw"] = Field("feedback.raw", description="The event type, equal to its topic.")
     record: FeedbackRecord = Field(description="The validated feedback.")
 
 
@@ -162,8 +183,12 @@ class TableRef(BaseModel):
 
 
 class TraceIngested(Envelope):
+    """A consented trace is durable in the traces table; the labeler and the rollout analysis start here."""
+
     topic: ClassVar[str] = TRACE_INGESTED
-    type: Literal["trace.ingested"] = "trace.ingested"
+    type: Literal["trace.ingested"] = Field(
+        "trace.ingested", description="The event type, equal to its topic."
+    )
     trace_id: str = Field(description="The trace id.")
     model: str = Field(description="Model name.")
     model_version: str | None = Field(None, description="Serving model version.")
@@ -176,8 +201,12 @@ class TraceIngested(Envelope):
 
 
 class FeedbackReceived(Envelope):
+    """Feedback about a trace is recorded; the labeler joins it with the trace's label."""
+
     topic: ClassVar[str] = FEEDBACK_RECEIVED
-    type: Literal["feedback.received"] = "feedback.received"
+    type: Literal["feedback.received"] = Field(
+        "feedback.received", description="The event type, equal to its topic."
+    )
     trace_id: str = Field(description="The trace the feedback is about.")
     feedback_id: str = Field(description="Feedback id.")
     kind: FeedbackKind = Field(description="Feedback kind.")
@@ -188,8 +217,10 @@ class FeedbackReceived(Envelope):
 
 
 class TraceLabeled(Envelope):
+    """A trace has a reward: every component and the gated composite, with its label version."""
+
     topic: ClassVar[str] = TRACE_LABELED
-    type: Literal["trace.labeled"] = "trace.labeled"
+    type: Literal["trace.labeled"] = Field("trace.labeled", description="The event type, equal to its topic.")
     trace_id: str = Field(description="The labeled trace.")
     model_version: str | None = Field(None, description="Model version that produced the trace.")
     components: dict[str, float | None] = Field(
@@ -203,20 +234,28 @@ class TraceLabeled(Envelope):
 
 
 class DatasetReady(Envelope):
+    """The curator built an immutable dataset snapshot; the trainer trains on it."""
+
     topic: ClassVar[str] = DATASET_READY
-    type: Literal["dataset.ready"] = "dataset.ready"
+    type: Literal["dataset.ready"] = Field("dataset.ready", description="The event type, equal to its topic.")
     dataset_id: str = Field(description="Dataset id.")
     stored: TableRef = Field(description="The datasets table and the snapshot holding this dataset.")
     sizes: dict[str, int] = Field(description="Item counts by split and kind, e.g. train, eval, replay.")
     algorithm: Literal["dpo", "grpo", "sft"] = Field(description="Suggested training algorithm.")
     trigger_reason: str = Field(description="Which trigger fired: sample_count, time_interval, ...")
-    trigger_details: dict[str, float] = Field(default_factory=dict, description="The numbers behind the trigger.")
+    trigger_details: dict[str, float] = Field(
+        default_factory=dict, description="The numbers behind the trigger."
+    )
     config_hash: str | None = Field(None, description="Hash of the curator configuration.")
 
 
 class CheckpointTrained(Envelope):
+    """A training job registered a new model version in MLflow; the evaluator gates it."""
+
     topic: ClassVar[str] = CHECKPOINT_TRAINED
-    type: Literal["checkpoint.trained"] = "checkpoint.trained"
+    type: Literal["checkpoint.trained"] = Field(
+        "checkpoint.trained", description="The event type, equal to its topic."
+    )
     model_version: str = Field(description="Registered model version.")
     registered_model: str = Field(description="Registered model name.")
     model_uri: str = Field(description="MLflow model URI of the adapter (models:/name/version or runs:/...).")
@@ -236,8 +275,10 @@ class GateVerdict(BaseModel):
 
 
 class EvalPassed(Envelope):
+    """A candidate passed every gate against the champion and is now the challenger; rollout canaries it."""
+
     topic: ClassVar[str] = EVAL_PASSED
-    type: Literal["eval.passed"] = "eval.passed"
+    type: Literal["eval.passed"] = Field("eval.passed", description="The event type, equal to its topic.")
     model_version: str = Field(description="Candidate model version.")
     registered_model: str = Field(description="Registered model name.")
     champion_version: str | None = Field(None, description="Champion it was compared with.")
@@ -247,8 +288,10 @@ class EvalPassed(Envelope):
 
 
 class EvalFailed(Envelope):
+    """A candidate failed a gate; the reason names the metric."""
+
     topic: ClassVar[str] = EVAL_FAILED
-    type: Literal["eval.failed"] = "eval.failed"
+    type: Literal["eval.failed"] = Field("eval.failed", description="The event type, equal to its topic.")
     model_version: str = Field(description="Candidate model version.")
     registered_model: str = Field(description="Registered model name.")
     champion_version: str | None = Field(None, description="Champion it was compared with.")
@@ -258,20 +301,33 @@ class EvalFailed(Envelope):
 
 
 RolloutDecision = Literal[
-    "started", "advanced", "extended", "held", "paused", "resumed", "promoted", "rolled_back", "aborted", "queued"
+    "started",
+    "advanced",
+    "extended",
+    "held",
+    "paused",
+    "resumed",
+    "promoted",
+    "rolled_back",
+    "aborted",
+    "queued",
 ]
 
 
 class RolloutStage(Envelope):
+    """The rollout controller changed a canary's stage or weight, or decided its fate."""
+
     topic: ClassVar[str] = ROLLOUT_STAGE
-    type: Literal["rollout.stage"] = "rollout.stage"
+    type: Literal["rollout.stage"] = Field("rollout.stage", description="The event type, equal to its topic.")
     model_version: str = Field(description="Canary model version.")
     champion_version: str | None = Field(None, description="Champion it runs against.")
     stage: int = Field(ge=0, description="Stage index in the plan (0-based).")
     canary_weight: float = Field(ge=0.0, le=1.0, description="Share of traffic sent to the canary now.")
     decision: RolloutDecision = Field(description="What the controller decided.")
     reason: str = Field(description="Why, with the numbers.")
-    metrics: dict[str, float] = Field(default_factory=dict, description="Canary vs champion metrics of the window.")
+    metrics: dict[str, float] = Field(
+        default_factory=dict, description="Canary vs champion metrics of the window."
+    )
 
 
 EVENT_TYPES: tuple[type[Envelope], ...] = (

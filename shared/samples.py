@@ -5,8 +5,8 @@ from __future__ import annotations
 import uuid
 
 from shared.events import (
-    CheckpointTrained,
     ChatMessage,
+    CheckpointTrained,
     DatasetReady,
     Envelope,
     EvalFailed,
@@ -25,7 +25,9 @@ from shared.events import (
 )
 
 
-def sample_trace(project_id: str = "demo", *, consent: bool = True, trace_id: str | None = None) -> TraceRecord:
+def sample_trace(
+    project_id: str = "demo", *, consent: bool = True, trace_id: str | None = None
+) -> TraceRecord:
     question = "How long do I have to return a pair of shoes?"
     return TraceRecord(
         trace_id=trace_id or uuid.uuid4().hex,

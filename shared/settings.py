@@ -31,7 +31,10 @@ class KafkaSettings(BaseModel):
     )
     topic_prefix: str = Field(
         "",
-        description="Prefix put before every topic and consumer group name; tests use a uuid so they never see each other.",
+        description=(
+            "Prefix put before every topic and consumer group name; tests use a uuid so they never see "
+            "each other."
+        ),
     )
     handler_retries: int = Field(
         3, ge=0, description="Times a failing handler is retried before its message goes to <topic>.dlq."
@@ -61,7 +64,7 @@ class RedisSettings(BaseModel):
 class S3Settings(BaseModel):
     endpoint_url: str | None = Field(
         "http://127.0.0.1:9100",
-        description="S3-compatible endpoint; empty for AWS itself (credentials then come from the usual AWS chain).",
+        description="S3-compatible endpoint; empty for AWS itself (credentials from the usual AWS chain).",
     )
     region: str = Field("us-east-1", description="S3 region.")
     access_key_id: str | None = Field("kaizen", description="Access key id; empty to use the AWS chain.")
@@ -76,7 +79,10 @@ class CatalogSettings(BaseModel):
     name: str = Field("kaizen", description="Catalog name.")
     uri: str | None = Field(
         None,
-        description="Catalog URI: a SQLAlchemy URL for sql (default: SQLite under the data dir, or postgresql+psycopg2://...), the REST endpoint for rest, unused for glue.",
+        description=(
+            "Catalog URI: a SQLAlchemy URL for sql (default: SQLite under the data dir, or "
+            "postgresql+psycopg2://...), the REST endpoint for rest, unused for glue."
+        ),
     )
     warehouse: str | None = Field(
         None,
@@ -98,11 +104,14 @@ class MlflowSettings(BaseModel):
 class KernelSettings(BaseModel):
     address: str = Field("127.0.0.1:50051", description="host:port of the Rust kernel service.")
     backend: Literal["torch", "grpc"] = Field(
-        "torch", description="Where the trainer's loss math runs: in process (torch) or in the kernel service (grpc)."
+        "torch",
+        description="Where the trainer's loss math runs: in process (torch) or in the kernel service (grpc).",
     )
     deadline_s: float = Field(30.0, gt=0, description="Deadline of one kernel call in seconds.")
     retries: int = Field(3, ge=0, description="Retries of a call that found the service UNAVAILABLE.")
-    max_message_bytes: int = Field(64 * 1024 * 1024, gt=0, description="Largest gRPC message sent or received.")
+    max_message_bytes: int = Field(
+        64 * 1024 * 1024, gt=0, description="Largest gRPC message sent or received."
+    )
 
 
 class KaizenSettings(BaseSettings):

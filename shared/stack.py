@@ -218,8 +218,11 @@ class Stack:
             if not (data / "logs" / "meta.properties").exists():
                 cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
                 subprocess.run(
-                    [*self._java(libs, log_config), "kafka.tools.StorageTool", "format"]
-                    + ["-t", cluster_id, "-c", str(config), "--ignore-formatted"],
+                    [
+                        *self._java(libs, log_config),
+                        *("kafka.tools.StorageTool", "format", "-t", cluster_id),
+                        *("-c", str(config), "--ignore-formatted"),
+                    ],
                     check=True,
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
@@ -356,7 +359,9 @@ class Stack:
                 log(f"{part.name}: already answering at {part.address}")
                 continue
             if part.external:
-                raise StackError(f"{part.name} at {part.address} is external to this stack and does not answer")
+                raise StackError(
+                    f"{part.name} at {part.address} is external to this stack and does not answer"
+                )
             if self.owned_pid(part) is not None:
                 log(f"{part.name}: started earlier, waiting for it at {part.address}")
                 continue
@@ -375,17 +380,20 @@ class Stack:
             log(f"{part.name}: starting (pid {process.pid}), log {self.logs / (part.name + '.log')}")
         deadline = time.monotonic() + START_TIMEOUT_S
         for part in self.parts:
-            process = next((p for q, p in started if q is part), None)
+            mine = next((p for q, p in started if q is part), None)
             while not part.answers():
-                if process is not None and process.poll() is not None:
+                if mine is not None and mine.poll() is not None:
                     self.pidfile(part).unlink(missing_ok=True)
                     raise StackError(
-                        f"{part.name} exited with status {process.returncode}; see {self.logs / (part.name + '.log')}"
+                        f"{part.name} exited with status {mine.returncode}; "
+                        f"see {self.logs / (part.name + '.log')}"
                     )
                 if time.monotonic() > deadline:
-                    raise StackError(f"{part.name} did not answer at {part.address} within {START_TIMEOUT_S:.0f}s")
+                    raise StackError(
+                        f"{part.name} did not answer at {part.address} within {START_TIMEOUT_S:.0f}s"
+                    )
                 time.sleep(0.25)
-            if process is not None:
+            if mine is not None:
                 part.after_start()
                 log(f"{part.name}: answering at {part.address}")
         return [part.name for part, _ in started]
@@ -458,7 +466,9 @@ def _reap(pid: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="scripts/stack", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="scripts/stack", description=__doc__.splitlines()[0] if __doc__ else None
+    )
     parser.add_argument("action", choices=["up", "down", "status", "install"])
     args = parser.parse_args(argv)
     stack = Stack()

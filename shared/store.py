@@ -8,6 +8,8 @@ Postgres (``KAIZEN_CATALOG__URI=postgresql+psycopg2://...``), a REST catalog or 
 Tables (namespace ``kaizen`` unless configured):
 
 - ``traces``   one row per trainable generation; partitioned by day(ts), model, consent.
+- ``traces_notrain``  the same schema, for traces without consent that a deployment chooses to keep
+  (``KAIZEN_INGEST__KEEP_UNCONSENTED``); no dataset is ever built from it.
 - ``labels``   one row per (trace, label version); partitioned by day(labeled_at).
 - ``datasets`` one row per dataset item with its lineage; partitioned by dataset_id; every dataset is
   written in one append, so it is exactly one snapshot (its id is carried by dataset.ready).
@@ -53,6 +55,7 @@ from shared.settings import KaizenSettings
 log = logging.getLogger("kaizen.store")
 
 TRACES = "traces"
+TRACES_NOTRAIN = "traces_notrain"
 LABELS = "labels"
 DATASETS = "datasets"
 
@@ -115,6 +118,13 @@ TRACES_SPEC = TableSpec(
     ),
 )
 
+TRACES_NOTRAIN_SPEC = TableSpec(
+    name=TRACES_NOTRAIN,
+    description="Redacted generations without training consent, kept for analysis only: never trained on.",
+    schema=TRACES_SPEC.schema,
+    partition_spec=TRACES_SPEC.partition_spec,
+)
+
 LABELS_SPEC = TableSpec(
     name=LABELS,
     description="Rewards: every component and the gated composite, per trace and label version.",
@@ -170,7 +180,9 @@ DATASETS_SPEC = TableSpec(
     ),
 )
 
-TABLE_SPECS: dict[str, TableSpec] = {spec.name: spec for spec in (TRACES_SPEC, LABELS_SPEC, DATASETS_SPEC)}
+TABLE_SPECS: dict[str, TableSpec] = {
+    spec.name: spec for spec in (TRACES_SPEC, TRACES_NOTRAIN_SPEC, LABELS_SPEC, DATASETS_SPEC)
+}
 
 
 def catalog_properties(settings: KaizenSettings) -> dict[str, str]:
@@ -267,13 +279,15 @@ class IcebergStore:
         snapshot = table.current_snapshot()
         return snapshot.snapshot_id if snapshot else None
 
-    def read(self, name: str, row_filter: BooleanExpression | str = AlwaysTrue(), **scan: Any) -> pa.Table:
+    def read(self, name: str, row_filter: BooleanExpression | str | None = None, **scan: Any) -> pa.Table:
         """Rows of a table (optionally filtered, e.g. ``"dataset_id == 'ds-1'"``) as an Arrow table."""
         table = self.catalog.load_table(self.identifier(name))
         self._tables[name] = table
-        return table.scan(row_filter=row_filter, **scan).to_arrow()
+        return table.scan(row_filter=AlwaysTrue() if row_filter is None else row_filter, **scan).to_arrow()
 
-    def read_snapshot(self, name: str, snapshot_id: int, row_filter: BooleanExpression | str = AlwaysTrue()) -> pa.Table:
+    def read_snapshot(
+        self, name: str, snapshot_id: int, row_filter: BooleanExpression | str | None = None
+    ) -> pa.Table:
         """Rows of a table as of one snapshot: what an event referring to that snapshot saw."""
         return self.read(name, row_filter, snapshot_id=snapshot_id)
 

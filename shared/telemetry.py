@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import ClassVar
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, start_http_server
 from pythonjsonlogger.json import JsonFormatter
@@ -50,7 +51,7 @@ class BusMetrics:
     told apart by the ``service`` label.
     """
 
-    _by_registry: dict[int, BusMetrics] = {}
+    _by_registry: ClassVar[dict[int, BusMetrics]] = {}
 
     @classmethod
     def of(cls, registry: CollectorRegistry = REGISTRY) -> BusMetrics:

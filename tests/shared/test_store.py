@@ -50,7 +50,9 @@ def test_rows_round_trip_with_the_partition_spec_of_design(settings: KaizenSetti
     table = store.table(TRACES)
     scheme = "s3://" if where == "s3" else "file://"
     assert table.location().startswith(scheme)
-    fields = [(f.name, type(f.transform), table.schema().find_field(f.source_id).name) for f in table.spec().fields]
+    fields = [
+        (f.name, type(f.transform), table.schema().find_field(f.source_id).name) for f in table.spec().fields
+    ]
     assert fields == [
         ("ts_day", DayTransform, "ts"),
         ("model", IdentityTransform, "model"),
@@ -75,7 +77,12 @@ def test_rows_round_trip_with_the_partition_spec_of_design(settings: KaizenSetti
             aws_secret_access_key=settings.s3.secret_access_key.get_secret_value(),  # type: ignore[union-attr]
             region_name=settings.s3.region,
         )
-        keys = [obj["Key"] for obj in s3.list_objects_v2(Bucket=settings.s3.bucket, Prefix=settings.catalog.namespace)["Contents"]]
+        keys = [
+            obj["Key"]
+            for obj in s3.list_objects_v2(Bucket=settings.s3.bucket, Prefix=settings.catalog.namespace)[
+                "Contents"
+            ]
+        ]
         assert any(key.endswith(".parquet") and "ts_day=" in key for key in keys)
 
 
@@ -84,7 +91,9 @@ def test_labels_and_datasets_tables_have_their_specs(settings: KaizenSettings) -
     labels = store.table(LABELS)
     assert [(f.name, type(f.transform)) for f in labels.spec().fields] == [("labeled_at_day", DayTransform)]
     datasets = store.table(DATASETS)
-    assert [(f.name, type(f.transform)) for f in datasets.spec().fields] == [("dataset_id", IdentityTransform)]
+    assert [(f.name, type(f.transform)) for f in datasets.spec().fields] == [
+        ("dataset_id", IdentityTransform)
+    ]
 
 
 def test_one_dataset_is_one_snapshot_and_reads_back_by_snapshot(settings: KaizenSettings) -> None:
@@ -145,6 +154,8 @@ def test_concurrent_appends_retry_their_commit_and_lose_nothing(settings: Kaizen
 def test_rows_that_do_not_fit_the_table_are_refused_by_name(settings: KaizenSettings) -> None:
     store = IcebergStore(settings)
     with pytest.raises(StoreError, match="traces"):
-        store.append(TRACES, [{"trace_id": "x", "project_id": "p", "ts": "not a time", "model": "m", "consent": True}])
+        store.append(
+            TRACES, [{"trace_id": "x", "project_id": "p", "ts": "not a time", "model": "m", "consent": True}]
+        )
     with pytest.raises(StoreError, match="unknown table"):
         store.table("nope")
