@@ -1,0 +1,179 @@
+"""The Helm chart renders for both values files, and every core object validates against the
+Kubernetes schemas (kubernetes-validate); the custom resources (KEDA, Gateway API, Prometheus
+Operator, Karpenter) are the kinds we expect. The trainer's Job template requests GPUs on spot."""
+
+import os
+import string
+import subprocess
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "deploy" / "helm" / "kaizen"
+KUBERNETES_VERSION = "1.31"
+CUSTOM_KINDS = {
+    ("keda.sh/v1alpha1", "ScaledObject"),
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"),
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("karpenter.sh/v1", "NodePool"),
+    ("karpenter.k8s.aws/v1", "EC2NodeClass"),
+}
+VALUES = ["values-local.yaml", "values-eks.yaml"]
+
+
+def helm() -> str:
+    cache_dir = Path(os.environ.get("KAIZEN_CACHE", Path.home() / ".cache" / "kaizen"))
+    found = sorted((cache_dir / "tools").glob("helm-*/helm"))
+    if not found:
+        pytest.fail("helm is not installed; scripts/bootstrap builds it into $KAIZEN_CACHE/tools")
+    return str(found[-1])
+
+
+@cache
+def render(values: str) -> tuple[dict[str, Any], ...]:
+    result = subprocess.run(
+        [helm(), "template", "kaizen", str(CHART), "-f", str(CHART / values), "--namespace", "kaizen"]
+        + ["--kube-version", KUBERNETES_VERSION],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
+
+
+def by_kind(docs: tuple[dict[str, Any], ...], kind: str) -> dict[str, dict[str, Any]]:
+    return {doc["metadata"]["name"]: doc for doc in docs if doc["kind"] == kind}
+
+
+def training_job(docs: tuple[dict[str, Any], ...], **fields: str) -> dict[str, Any]:
+    template = by_kind(docs, "ConfigMap")["kaizen-training-job"]["data"]["job.yaml"]
+    defaults = {"job_name": "train-ds-1", "dataset_id": "ds-1", "snapshot_id": "42", "algorithm": "dpo"}
+    rendered: dict[str, Any] = yaml.safe_load(string.Template(template).substitute(defaults | fields))
+    return rendered
+
+
+@pytest.mark.parametrize("values", VALUES)
+def test_every_core_object_validates(values: str) -> None:
+    docs = render(values)
+    core = [doc for doc in docs if (doc["apiVersion"], doc["kind"]) not in CUSTOM_KINDS]
+    assert len(core) > 30
+    for doc in [*core, training_job(docs)]:
+        try:
+            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            pytest.fail(f"{doc['kind']}/{doc['metadata']['name']} ({values}): {error.message}")
+    kinds = {(doc["apiVersion"], doc["kind"]) for doc in docs}
+    assert kinds - {(d["apiVersion"], d["kind"]) for d in core} <= CUSTOM_KINDS
+
+
+@pytest.mark.parametrize("values", VALUES)
+def test_one_deployment_per_service_with_real_probes_and_its_own_account(values: str) -> None:
+    docs = render(values)
+    deployments = by_kind(docs, "Deployment")
+    expected = {
+        "ingest-http", "ingest-worker", "labeler", "curator", "trainer", "evaluator",
+        "rollout-controller", "gateway-champion", "gateway-canary", "kernels",
+    }  # fmt: skip
+    assert set(deployments) == {f"kaizen-{name}" for name in expected}
+    for name, deployment in deployments.items():
+        pod = deployment["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        assert pod["serviceAccountName"] == name
+        assert container["resources"]["requests"] and container["resources"]["limits"], name
+        assert "livenessProbe" in container and "readinessProbe" in container, name
+        if name == "kaizen-kernels":
+            assert "grpc" in container["livenessProbe"]
+        else:
+            assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert set(by_kind(docs, "PodDisruptionBudget")) == set(deployments)
+    roles = by_kind(docs, "Role")
+    assert set(roles) == {"kaizen-trainer", "kaizen-rollout-controller"}, "least privilege"
+    route_rules = roles["kaizen-rollout-controller"]["rules"]
+    assert route_rules == [
+        {
+            "apiGroups": ["gateway.networking.k8s.io"],
+            "resources": ["httproutes"],
+            "verbs": ["get", "list", "watch", "patch"],
+        }
+    ]
+
+
+@pytest.mark.parametrize("values", VALUES)
+def test_consumers_scale_on_their_own_lag_within_partitions(values: str) -> None:
+    docs = render(values)
+    chart_values = yaml.safe_load((CHART / values).read_text())
+    partitions = chart_values["kafka"]["partitions"]
+    scaled = by_kind(docs, "ScaledObject")
+    assert set(scaled) == {
+        "kaizen-ingest-worker", "kaizen-labeler", "kaizen-curator", "kaizen-trainer", "kaizen-evaluator",
+        "kaizen-rollout-controller",
+    }  # fmt: skip
+    for name, obj in scaled.items():
+        assert obj["spec"]["scaleTargetRef"]["name"] == name
+        assert obj["spec"]["maxReplicaCount"] <= partitions, name
+        for trigger in obj["spec"]["triggers"]:
+            assert trigger["type"] == "kafka"
+            assert trigger["metadata"]["consumerGroup"] and trigger["metadata"]["topic"]
+    hpas = by_kind(docs, "HorizontalPodAutoscaler")
+    assert set(hpas) == {"kaizen-ingest-http", "kaizen-gateway-champion", "kaizen-gateway-canary"}
+
+
+def test_replicas_above_partitions_are_refused() -> None:
+    result = subprocess.run(
+        [
+            helm(),
+            "template",
+            "kaizen",
+            str(CHART),
+            "--set",
+            "kafka.partitions=2",
+            "--kube-version",
+            KUBERNETES_VERSION,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "exceeds kafka.partitions" in result.stderr
+
+
+@pytest.mark.parametrize("values", VALUES)
+def test_training_job_requests_gpus_on_spot_and_checkpoints_to_s3(values: str) -> None:
+    job = training_job(render(values), dataset_id="ds-7f3a", job_name="train-ds-7f3a")
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = {item["name"]: item["value"] for item in container["env"]}
+    assert env["KAIZEN_TRAINER__CHECKPOINT_DIR"].startswith("s3://")
+    assert env["KAIZEN_TRAINER__CHECKPOINT_DIR"].endswith("/ds-7f3a")
+    assert job["metadata"]["labels"]["kaizen.dev/dataset-id"] == "ds-7f3a"
+    if values == "values-eks.yaml":
+        assert container["resources"]["limits"]["nvidia.com/gpu"] == "8"
+        assert {
+            "key": "karpenter.sh/capacity-type",
+            "operator": "Equal",
+            "value": "spot",
+            "effect": "NoSchedule",
+        } in pod["tolerations"]
+        assert pod["schedulerName"] == "volcano"
+        pools = by_kind(render(values), "NodePool")
+        requirements = pools["kaizen-gpu"]["spec"]["template"]["spec"]["requirements"]
+        assert {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["spot"]} in requirements
+
+
+@pytest.mark.parametrize("values", VALUES)
+def test_http_route_splits_between_the_two_gateway_services(values: str) -> None:
+    docs = render(values)
+    route = by_kind(docs, "HTTPRoute")["kaizen-chat"]
+    refs = route["spec"]["rules"][0]["backendRefs"]
+    services = by_kind(docs, "Service")
+    assert [ref["name"] for ref in refs] == ["kaizen-gateway-champion", "kaizen-gateway-canary"]
+    assert [ref["weight"] for ref in refs] == [100, 0]
+    for ref in refs:
+        assert ref["port"] in [port["port"] for port in services[ref["name"]]["spec"]["ports"]]
