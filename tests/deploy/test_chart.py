@@ -37,8 +37,18 @@ def helm() -> str:
 @cache
 def render(values: str) -> tuple[dict[str, Any], ...]:
     result = subprocess.run(
-        [helm(), "template", "kaizen", str(CHART), "-f", str(CHART / values), "--namespace", "kaizen"]
-        + ["--kube-version", KUBERNETES_VERSION],
+        [
+            helm(),
+            "template",
+            "kaizen",
+            str(CHART),
+            "-f",
+            str(CHART / values),
+            "--namespace",
+            "kaizen",
+            "--kube-version",
+            KUBERNETES_VERSION,
+        ],
         capture_output=True,
         text=True,
         check=False,
