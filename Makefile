@@ -21,7 +21,9 @@ lint: install
 	ruff format --check .
 	mypy shared services
 
+# The kernel crate's own tests (cargo), then every Python test against the real local stack.
 test: lint
+	scripts/build-kernels --test >/dev/null
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: install
