@@ -78,49 +78,56 @@ class DeliveryPolicy:
     async def dead_letter(
         self, msg: StreamMessage[Any], error: BaseException, *, attempts: int, reason: str, consumer: str
     ) -> None:
+        """Put the message (every record of it, for a batch subscriber) on its topic's DLQ."""
         if self.broker is None:
             raise RuntimeError("the delivery policy has no broker")
-        record = msg.raw_message
-        topic = str(getattr(record, "topic", "unknown"))
-        headers = {
-            name: value.decode(errors="replace") for name, value in getattr(record, "headers", ()) or ()
-        }
-        headers |= {
-            DLQ_ERROR: f"{type(error).__name__}: {error}"[:4000],
-            DLQ_REASON: reason,
-            DLQ_CONSUMER: consumer,
-            DLQ_SOURCE: f"{topic}/{getattr(record, 'partition', '?')}@{getattr(record, 'offset', '?')}",
-            DLQ_ATTEMPTS: str(attempts),
-            DLQ_AT: datetime.now(UTC).isoformat(),
-        }
-        await self.broker.publish(
-            msg.body, topic=dlq_topic(topic), key=getattr(record, "key", None), headers=headers
-        )
-        self.metrics.dead_letters.labels(self.service, topic, reason).inc()
-        self.logger.warning(
-            "message sent to the dead-letter topic",
-            extra={
-                "topic": topic,
-                "dlq_topic": dlq_topic(topic),
-                "consumer": consumer,
-                "reason": reason,
-                "attempts": attempts,
-                "error": headers[DLQ_ERROR],
-                "event_id": _event_id(msg.body),
-            },
-        )
+        for record in _records(msg):
+            headers = {name: value.decode(errors="replace") for name, value in record.headers or ()}
+            headers |= {
+                DLQ_ERROR: f"{type(error).__name__}: {error}"[:4000],
+                DLQ_REASON: reason,
+                DLQ_CONSUMER: consumer,
+                DLQ_SOURCE: f"{record.topic}/{record.partition}@{record.offset}",
+                DLQ_ATTEMPTS: str(attempts),
+                DLQ_AT: datetime.now(UTC).isoformat(),
+            }
+            await self.broker.publish(
+                record.value, topic=dlq_topic(record.topic), key=record.key, headers=headers
+            )
+            self.metrics.dead_letters.labels(self.service, record.topic, reason).inc()
+            self.logger.warning(
+                "message sent to the dead-letter topic",
+                extra={
+                    "topic": record.topic,
+                    "dlq_topic": dlq_topic(record.topic),
+                    "consumer": consumer,
+                    "reason": reason,
+                    "attempts": attempts,
+                    "error": headers[DLQ_ERROR],
+                    "event_id": _event_id(record.value),
+                },
+            )
 
     def record_lag(self, msg: StreamMessage[Any], consumer_name: str) -> None:
-        record = msg.raw_message
-        consumer = getattr(msg, "consumer", None)
-        highwater = getattr(consumer, "highwater", None)
-        if highwater is None or not hasattr(record, "partition"):
+        highwater = getattr(getattr(msg, "consumer", None), "highwater", None)
+        if highwater is None:
             return
-        end = highwater(TopicPartition(record.topic, record.partition))
-        if end is not None:
-            self.metrics.consumer_lag.labels(
-                self.service, record.topic, str(record.partition), consumer_name
-            ).set(max(0, end - record.offset - 1))
+        last: dict[tuple[str, int], int] = {}
+        for record in _records(msg):
+            key = (record.topic, record.partition)
+            last[key] = max(last.get(key, -1), record.offset)
+        for (topic, partition), offset in last.items():
+            end = highwater(TopicPartition(topic, partition))
+            if end is not None:
+                self.metrics.consumer_lag.labels(self.service, topic, str(partition), consumer_name).set(
+                    max(0, end - offset - 1)
+                )
+
+
+def _records(msg: StreamMessage[Any]) -> tuple[Any, ...]:
+    """The Kafka records behind a message: one, or several for a batch subscriber."""
+    raw = msg.raw_message
+    return tuple(raw) if isinstance(raw, tuple | list) else (raw,)
 
 
 class _DeliveryMiddleware(BaseMiddleware):
@@ -133,7 +140,7 @@ class _DeliveryMiddleware(BaseMiddleware):
     async def consume_scope(self, call_next: Callable[[Any], Any], msg: StreamMessage[Any]) -> Any:
         policy = self.policy
         consumer = _consumer_name(self.context, msg)
-        topic = str(getattr(msg.raw_message, "topic", "unknown"))
+        topic = str(getattr(_records(msg)[0], "topic", "unknown"))
         attempt = 0
         while True:
             attempt += 1
@@ -181,9 +188,9 @@ def _consumer_name(context: Any, msg: StreamMessage[Any]) -> str:
     return str(group or "unknown")
 
 
-def _event_id(body: bytes) -> str | None:
+def _event_id(body: bytes | None) -> str | None:
     try:
-        value = json.loads(body).get("event_id")
+        value = json.loads(body or b"").get("event_id")
     except (ValueError, AttributeError, TypeError):
         return None
     return str(value) if value is not None else None

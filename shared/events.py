@@ -12,6 +12,7 @@ Follow an event through the loop by its topic constant:
     TRACE_LABELED                   labeler -> curator, rollout analysis
     DATASET_READY                   curator -> trainer
     CHECKPOINT_TRAINED              trainer -> evaluator
+    TRAINING_FAILED                 trainer -> operators, dashboard (a job that ended without a checkpoint)
     EVAL_PASSED / EVAL_FAILED       evaluator -> rollout
     ROLLOUT_STAGE                   rollout -> dashboard, anyone
 """
@@ -32,6 +33,7 @@ FEEDBACK_RECEIVED = "feedback.received"
 TRACE_LABELED = "trace.labeled"
 DATASET_READY = "dataset.ready"
 CHECKPOINT_TRAINED = "checkpoint.trained"
+TRAINING_FAILED = "training.failed"
 EVAL_PASSED = "eval.passed"
 EVAL_FAILED = "eval.failed"
 ROLLOUT_STAGE = "rollout.stage"
@@ -266,6 +268,38 @@ class CheckpointTrained(Envelope):
     metrics: dict[str, float] = Field(default_factory=dict, description="Final training metrics.")
 
 
+TrainingFailureReason = Literal[
+    "empty_dataset",
+    "broken_dataset",
+    "nan_loss",
+    "out_of_memory",
+    "kernel_unavailable",
+    "error",
+]
+
+
+class TrainingFailed(Envelope):
+    """A training job ended without a checkpoint; the reason is also recorded on its MLflow run."""
+
+    topic: ClassVar[str] = TRAINING_FAILED
+    type: Literal["training.failed"] = Field(
+        "training.failed", description="The event type, equal to its topic."
+    )
+    dataset_id: str = Field(description="Dataset the job was training on.")
+    algorithm: Literal["dpo", "grpo", "sft"] = Field(description="Training algorithm.")
+    reason: TrainingFailureReason = Field(
+        description=(
+            "Why the job failed: empty_dataset, broken_dataset, nan_loss, out_of_memory, kernel_unavailable "
+            "or error (anything else)."
+        )
+    )
+    detail: str = Field("", description="The error, in words, with the numbers behind it.")
+    run_id: str | None = Field(None, description="MLflow run of the job, when one was started.")
+    base_model: str | None = Field(None, description="Base model the job started from.")
+    step: int | None = Field(None, ge=0, description="Optimizer steps completed when the job failed.")
+    attempts: int = Field(1, ge=1, description="Attempts the job made before it was given up.")
+
+
 class GateVerdict(BaseModel):
     gate: str = Field(description="Gate name, e.g. faithfulness_min or win_rate.")
     passed: bool = Field(description="Whether the gate held.")
@@ -338,6 +372,7 @@ EVENT_TYPES: tuple[type[Envelope], ...] = (
     TraceLabeled,
     DatasetReady,
     CheckpointTrained,
+    TrainingFailed,
     EvalPassed,
     EvalFailed,
     RolloutStage,
@@ -354,6 +389,7 @@ AnyEvent = Annotated[
     | TraceLabeled
     | DatasetReady
     | CheckpointTrained
+    | TrainingFailed
     | EvalPassed
     | EvalFailed
     | RolloutStage,

@@ -21,6 +21,7 @@ from shared.events import (
     TraceLabeled,
     TraceRaw,
     TraceRecord,
+    TrainingFailed,
     Usage,
 )
 
@@ -54,7 +55,7 @@ def sample_trace(
 
 
 def sample_events(project_id: str = "demo", producer: str = "samples") -> list[Envelope]:
-    """One event of each of the ten types, chained the way the loop chains them."""
+    """One event of each type, chained the way the loop chains them."""
     trace = sample_trace(project_id)
     common = {"producer": producer, "project_id": project_id}
     dataset_id = f"ds-{uuid.uuid4().hex[:12]}"
@@ -114,6 +115,16 @@ def sample_events(project_id: str = "demo", producer: str = "samples") -> list[E
             algorithm="dpo",
             base_model="SmolLM2-135M-Instruct",
             metrics={"loss": 0.41},
+            **common,
+        ),
+        TrainingFailed(
+            correlation_id=dataset_id,
+            dataset_id=dataset_id,
+            algorithm="dpo",
+            reason="nan_loss",
+            detail="the training loss was nan at step 3",
+            base_model="SmolLM2-135M-Instruct",
+            step=3,
             **common,
         ),
         EvalPassed(

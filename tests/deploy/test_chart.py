@@ -2,6 +2,7 @@
 Kubernetes schemas (kubernetes-validate); the custom resources (KEDA, Gateway API, Prometheus
 Operator, Karpenter) are the kinds we expect. The trainer's Job template requests GPUs on spot."""
 
+import importlib
 import os
 import string
 import subprocess
@@ -187,3 +188,26 @@ def test_http_route_splits_between_the_two_gateway_services(values: str) -> None
     assert [ref["weight"] for ref in refs] == [100, 0]
     for ref in refs:
         assert ref["port"] in [port["port"] for port in services[ref["name"]]["spec"]["ports"]]
+
+
+# Deployment -> the module whose FastStream `app` that Deployment runs. The chart's KEDA triggers must
+# name exactly the (topic, consumer group) pairs that app's broker subscribes with.
+CONSUMER_APPS = {
+    "ingest-worker": "services.ingest.app",
+}
+
+
+def code_subscriptions(module: str) -> set[tuple[str, str]]:
+    broker = importlib.import_module(module).app.broker
+    return {
+        (getattr(topic, "name", str(topic)), subscriber.group_id)
+        for subscriber in broker.subscribers
+        for topic in subscriber.topics
+    }
+
+
+@pytest.mark.parametrize("deployment", sorted(CONSUMER_APPS))
+def test_scaled_objects_name_the_topics_and_groups_the_code_subscribes_with(deployment: str) -> None:
+    scaled = by_kind(render("values-eks.yaml"), "ScaledObject")[f"kaizen-{deployment}"]
+    rendered = {(t["metadata"]["topic"], t["metadata"]["consumerGroup"]) for t in scaled["spec"]["triggers"]}
+    assert rendered == code_subscriptions(CONSUMER_APPS[deployment])

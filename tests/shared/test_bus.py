@@ -186,3 +186,29 @@ async def test_consumer_lag_and_message_metrics_are_exported(settings: KaizenSet
     assert 'kaizen_published_messages_total{app_name="metrics-test"' in text
     assert f'kaizen_consumer_lag_messages{{group="{settings.kafka.group("metrics-consumer")}"' in text
     assert TopicPartition  # imported for readers: lag is per topic partition
+
+
+async def test_a_failing_batch_dead_letters_each_of_its_records(settings: KaizenSettings) -> None:
+    settings.kafka.handler_retries = 1
+    await ensure_topics(settings, [TRACE_INGESTED])
+    broker = create_broker(settings, "batch-test")
+    calls: list[int] = []
+
+    @subscribe(broker, settings, TRACE_INGESTED, "batch-consumer", batch=True, max_records=10)
+    async def handle(events: list[TraceIngested]) -> None:
+        calls.append(len(events))
+        raise RuntimeError("the whole batch fails")
+
+    events = [e for _ in range(3) for e in sample_events(settings.project_id) if isinstance(e, TraceIngested)]
+    topic = settings.kafka.topic(TRACE_INGESTED)
+    async with broker:
+        await broker.start()
+        publisher = declare_publisher(broker, settings, TraceIngested)
+        for event in events:
+            await publish_event(publisher, event)
+        dead = await _read_all(settings, dlq_topic(topic), len(events))
+    assert sorted(json.loads(record.value)["trace_id"] for record in dead) == sorted(
+        e.trace_id for e in events
+    )
+    assert all(dict(record.headers)[DLQ_REASON] == b"retries_exhausted" for record in dead)
+    assert sum(calls) == 2 * len(events), "each batch ran once and was retried once"

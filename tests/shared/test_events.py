@@ -27,6 +27,7 @@ TOPICS = {
     "trace.labeled",
     "dataset.ready",
     "checkpoint.trained",
+    "training.failed",
     "eval.passed",
     "eval.failed",
     "rollout.stage",

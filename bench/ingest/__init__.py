@@ -1,0 +1,1 @@
+"""Ingest throughput benchmark: python -m bench.ingest."""

@@ -1,0 +1,1 @@
+"""The intake's routers; each route reads its request, calls the intake and says how it went."""

@@ -1,0 +1,406 @@
+"""The ingest worker's work, without Kafka: validate, redact, gate on consent, deduplicate, store.
+
+``TraceLanding.land`` takes a batch of ``trace.raw`` events and returns the ``trace.ingested`` events
+to publish; ``FeedbackLanding.land`` does the same for ``feedback.received``. Both are idempotent
+through the ``Ledger``: a batch handed over again after a crash finishes the work the dead worker
+left, and repeats none of it (see ``ledger`` for the states). The caller publishes what they return,
+then calls ``mark_announced``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic_core import to_json
+
+from services.ingest.ledger import Entry, Ledger, Stage, now_ms
+from services.ingest.metrics import IngestMetrics
+from services.ingest.redaction import Redactor, redact_feedback, redact_trace
+from shared.events import (
+    FEEDBACK_RECEIVED,
+    TRACE_INGESTED,
+    FeedbackRaw,
+    FeedbackRecord,
+    TraceRaw,
+    TraceRecord,
+)
+from shared.store import TRACES, TRACES_NOTRAIN, IcebergStore
+
+WORKER = "ingest-worker"
+"""The ``producer`` of the events the worker publishes."""
+EVENT_NAMESPACE = uuid.UUID("6f1d3a4e-9c55-4d0c-9a43-6d2b3f0e8a10")
+SNAPSHOT_TOKEN = "kaizen.ingest.token"
+"""Snapshot property naming the landing attempt that committed it (how a retry knows it was committed)."""
+
+
+def trace_event_id(project_id: str, trace_id: str) -> uuid.UUID:
+    """The ``trace.ingested`` event id of a trace: the same on every attempt, so copies are recognizable."""
+    return uuid.uuid5(EVENT_NAMESPACE, f"trace.ingested/{project_id}/{trace_id}")
+
+
+def feedback_event_id(project_id: str, feedback_id: str) -> uuid.UUID:
+    return uuid.uuid5(EVENT_NAMESPACE, f"feedback.received/{project_id}/{feedback_id}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Traces
+
+
+def trace_row(record: TraceRecord, ingested_at: datetime) -> dict[str, Any]:
+    """The ``traces`` table row of a record."""
+    return {
+        "trace_id": record.trace_id,
+        "project_id": record.project_id,
+        "ts": record.started_at,
+        "model": record.model,
+        "consent": record.consent,
+        "model_version": record.model_version,
+        "span_id": record.span_id,
+        "name": record.name,
+        "prompt": record.prompt,
+        "response": record.response,
+        "input_messages": to_json([m.model_dump() for m in record.input_messages]).decode(),
+        "contexts": record.contexts,
+        "reference": record.reference,
+        "user_id": record.user_id,
+        "session_id": record.session_id,
+        "tags": record.tags,
+        "metadata": to_json(record.metadata, fallback=str).decode(),
+        "prompt_tokens": record.usage.prompt_tokens,
+        "completion_tokens": record.usage.completion_tokens,
+        "latency_ms": record.latency_ms,
+        "status": record.status,
+        "error": record.error,
+        "completion_token_ids": record.completion_token_ids,
+        "completion_logprobs": record.completion_logprobs,
+        "redactions": record.redactions,
+        "ingested_at": ingested_at,
+    }
+
+
+@dataclass(slots=True)
+class Announcement:
+    """A ``trace.ingested`` or ``feedback.received`` event to publish (as its Kafka key and JSON value),
+    and its ledger key."""
+
+    key: bytes
+    value: bytes
+    event_id: str
+    ledger_key: str
+    model_version: str | None
+    received_at: datetime
+    started_ms: int = 0
+    snapshot_id: int | None = None
+
+
+@dataclass(slots=True)
+class LandingResult:
+    """What a batch came to: announcements to publish, and the counts behind them."""
+
+    fresh: list[Announcement] = field(default_factory=list)
+    """Never published: publish them."""
+    uncertain: list[Announcement] = field(default_factory=list)
+    """A previous attempt began publishing them: publish only those not found on the topic."""
+    stored: int = 0
+    unconsented: int = 0
+    duplicates: int = 0
+    contexts_only: int = 0
+    snapshot_ids: dict[str, int] = field(default_factory=dict)
+
+
+class TraceLanding:
+    """Lands ``trace.raw`` batches in Iceberg and says what to announce on ``trace.ingested``."""
+
+    def __init__(
+        self,
+        store: IcebergStore,
+        ledger: Ledger,
+        redactor: Redactor,
+        metrics: IngestMetrics,
+        *,
+        keep_unconsented: bool,
+        contexts_ttl_s: int,
+        logger: logging.Logger,
+    ) -> None:
+        self.store = store
+        self.ledger = ledger
+        self.redactor = redactor
+        self.metrics = metrics
+        self.keep_unconsented = keep_unconsented
+        self.contexts_ttl_s = contexts_ttl_s
+        self.log = logger
+        self._table = store.identifier(TRACES)
+
+    async def land(self, events: Sequence[TraceRaw]) -> LandingResult:
+        result = LandingResult()
+        received_at = {}
+        batch: dict[tuple[str, str], TraceRecord] = {}
+        for event in events:
+            # The intake redacted what came over HTTP; what apps put on Kafka is redacted here. Asking
+            # again costs one fast pass over the texts, and keeps the worker the guarantee.
+            record = redact_trace(event.record, self.redactor)
+            if record is not event.record:
+                self.metrics.redactions.inc(record.redactions - event.record.redactions)
+            key = (record.project_id, record.trace_id)
+            if record.contexts_only:
+                result.contexts_only += 1
+                await self.ledger.add_contexts(
+                    record.project_id, record.trace_id, record.contexts, self.contexts_ttl_s
+                )
+                continue
+            if key in batch:
+                result.duplicates += 1
+                continue
+            batch[key] = record
+            received_at[key] = event.occurred_at
+        if not batch:
+            return result
+
+        waiting = await self.ledger.waiting_contexts(list(batch))
+        for key, contexts in waiting.items():
+            record = batch[key]
+            merged = list(dict.fromkeys([*record.contexts, *contexts]))
+            batch[key] = record.model_copy(update={"contexts": merged})
+
+        token = uuid.uuid4().hex
+        keys = [self.ledger.key("trace", project_id, trace_id) for project_id, trace_id in batch]
+        claims = await self.ledger.claim(keys, Entry(Stage.PENDING, token=token))
+        new: list[tuple[str, TraceRecord]] = []
+        resolved: list[tuple[str, TraceRecord, Entry]] = []
+        pending_tokens: dict[str, set[str]] = {}
+        for ledger_key, record, claim in zip(keys, batch.values(), claims, strict=True):
+            if claim is None:
+                new.append((ledger_key, record))
+            elif claim.stage is Stage.PENDING:
+                table = TRACES if record.consent else TRACES_NOTRAIN
+                pending_tokens.setdefault(table, set()).add(claim.token)
+                resolved.append((ledger_key, record, claim))
+            elif claim.stage is Stage.ANNOUNCING:
+                result.uncertain.append(
+                    self._announcement(
+                        ledger_key, record, claim.snapshot_id, received_at, claim.announce_started_ms
+                    )
+                )
+            else:
+                result.duplicates += 1
+
+        if resolved:
+            # A previous attempt claimed these and died: did its commit happen?
+            committed = await asyncio.to_thread(self._committed_tokens, pending_tokens)
+            reclaim: list[str] = []
+            for ledger_key, record, claim in resolved:
+                table = TRACES if record.consent else TRACES_NOTRAIN
+                snapshot = committed.get((table, claim.token))
+                if snapshot is not None:
+                    await self._after_commit(
+                        result, [(ledger_key, record)], snapshot, received_at, record.consent
+                    )
+                else:
+                    reclaim.append(ledger_key)
+                    new.append((ledger_key, record))
+            if reclaim:
+                await self.ledger.put(reclaim, [Entry(Stage.PENDING, token=token)] * len(reclaim))
+            self.log.info(
+                "traces a previous attempt claimed: finishing its work",
+                extra={"committed_before": len(resolved) - len(reclaim), "landed_again": len(reclaim)},
+            )
+
+        consented = [(k, r) for k, r in new if r.consent]
+        unconsented = [(k, r) for k, r in new if not r.consent]
+        ingested_at = datetime.now(UTC)
+        if consented:
+            snapshot = await self._append(TRACES, [r for _, r in consented], ingested_at, token)
+            result.snapshot_ids[TRACES] = snapshot
+            await self._after_commit(result, consented, snapshot, received_at, True)
+        if unconsented:
+            snapshot_or_none: int | None = None
+            if self.keep_unconsented:
+                snapshot_or_none = await self._append(
+                    TRACES_NOTRAIN, [r for _, r in unconsented], ingested_at, token
+                )
+                result.snapshot_ids[TRACES_NOTRAIN] = snapshot_or_none
+            await self._after_commit(result, unconsented, snapshot_or_none, received_at, False)
+        return result
+
+    async def _append(self, table: str, records: list[TraceRecord], ingested_at: datetime, token: str) -> int:
+        rows = [trace_row(record, ingested_at) for record in records]
+        with self.metrics.commit_seconds.labels(table).time():
+            snapshot = await asyncio.to_thread(
+                self.store.append, table, rows, snapshot_properties={SNAPSHOT_TOKEN: token}
+            )
+        if snapshot is None:
+            raise RuntimeError(f"append to {table} returned no snapshot")
+        self.metrics.rows.labels(table).inc(len(rows))
+        return snapshot
+
+    async def _after_commit(
+        self,
+        result: LandingResult,
+        landed: list[tuple[str, TraceRecord]],
+        snapshot: int | None,
+        received_at: dict[tuple[str, str], datetime],
+        consent: bool,
+    ) -> None:
+        if consent:
+            started = now_ms()
+            entries = [
+                Entry(
+                    Stage.ANNOUNCING,
+                    snapshot_id=snapshot,
+                    announce_started_ms=started,
+                    model_version=r.model_version,
+                )
+                for _, r in landed
+            ]
+            await self.ledger.put([k for k, _ in landed], entries)
+            result.stored += len(landed)
+            result.fresh += [self._announcement(k, r, snapshot, received_at, started) for k, r in landed]
+        else:
+            entries = [
+                Entry(Stage.UNCONSENTED, snapshot_id=snapshot, model_version=r.model_version)
+                for _, r in landed
+            ]
+            await self.ledger.put([k for k, _ in landed], entries)
+            result.unconsented += len(landed)
+
+    def _announcement(
+        self,
+        ledger_key: str,
+        record: TraceRecord,
+        snapshot: int | None,
+        received_at: dict[tuple[str, str], datetime],
+        started_ms: int,
+    ) -> Announcement:
+        # The event's JSON is written straight from a dict (a model per event costs more than the
+        # rest of its work); the tests validate what lands on the topic against ``TraceIngested``.
+        event_id = str(trace_event_id(record.project_id, record.trace_id))
+        value = to_json(
+            {
+                "event_id": event_id,
+                "type": TRACE_INGESTED,
+                "schema_version": 1,
+                "occurred_at": datetime.now(UTC).isoformat(),
+                "producer": WORKER,
+                "project_id": record.project_id,
+                "correlation_id": record.trace_id,
+                "trace_id": record.trace_id,
+                "model": record.model,
+                "model_version": record.model_version,
+                "consent": True,
+                "stored": {"table": self._table, "snapshot_id": snapshot},
+                "user_id": record.user_id,
+                "session_id": record.session_id,
+                "latency_ms": record.latency_ms,
+                "status": record.status,
+            }
+        )
+        return Announcement(
+            key=record.trace_id.encode(),
+            value=value,
+            event_id=event_id,
+            ledger_key=ledger_key,
+            model_version=record.model_version,
+            received_at=received_at.get((record.project_id, record.trace_id), datetime.now(UTC)),
+            started_ms=started_ms,
+            snapshot_id=snapshot,
+        )
+
+    def _committed_tokens(self, tokens: dict[str, set[str]]) -> dict[tuple[str, str], int]:
+        """(table, token) -> snapshot id, for the tokens some snapshot of the table carries."""
+        found: dict[tuple[str, str], int] = {}
+        for table, wanted in tokens.items():
+            try:
+                metadata = self.store.catalog.load_table(self.store.identifier(table)).metadata
+            except Exception:  # the table does not exist yet: nothing was committed to it
+                continue
+            for snapshot in metadata.snapshots:
+                token = snapshot.summary.get(SNAPSHOT_TOKEN) if snapshot.summary else None
+                if token in wanted:
+                    found[(table, token)] = snapshot.snapshot_id
+        return found
+
+    async def mark_announced(self, announced: Sequence[Announcement]) -> None:
+        entries = [
+            Entry(Stage.DONE, snapshot_id=a.snapshot_id, model_version=a.model_version) for a in announced
+        ]
+        await self.ledger.put([a.ledger_key for a in announced], entries)
+
+
+# ---------------------------------------------------------------------------------------------
+# Feedback
+
+
+class FeedbackLanding:
+    """What to announce on ``feedback.received`` for a batch of ``feedback.raw``, once per feedback id."""
+
+    def __init__(self, ledger: Ledger, redactor: Redactor) -> None:
+        self.ledger = ledger
+        self.redactor = redactor
+
+    async def land(self, events: Sequence[FeedbackRaw]) -> LandingResult:
+        result = LandingResult()
+        batch: dict[tuple[str, str], tuple[FeedbackRecord, datetime]] = {}
+        for event in events:
+            record = redact_feedback(event.record, self.redactor)
+            key = (record.project_id, record.feedback_id)
+            if key in batch:
+                result.duplicates += 1
+                continue
+            batch[key] = (record, event.occurred_at)
+        if not batch:
+            return result
+        started = now_ms()
+        keys = [self.ledger.key("feedback", project_id, feedback_id) for project_id, feedback_id in batch]
+        claims = await self.ledger.claim(keys, Entry(Stage.ANNOUNCING, announce_started_ms=started))
+        traces = await self.ledger.get(
+            [self.ledger.key("trace", record.project_id, record.trace_id) for record, _ in batch.values()]
+        )
+        for ledger_key, (record, received), claim, trace in zip(
+            keys, batch.values(), claims, traces, strict=True
+        ):
+            if claim is not None and claim.stage is Stage.DONE:
+                result.duplicates += 1
+                continue
+            model_version = trace.model_version if trace else None
+            event_id = str(feedback_event_id(record.project_id, record.feedback_id))
+            value = to_json(
+                {
+                    "event_id": event_id,
+                    "type": FEEDBACK_RECEIVED,
+                    "schema_version": 1,
+                    "occurred_at": datetime.now(UTC).isoformat(),
+                    "producer": WORKER,
+                    "project_id": record.project_id,
+                    "correlation_id": record.trace_id,
+                    "trace_id": record.trace_id,
+                    "feedback_id": record.feedback_id,
+                    "kind": record.kind,
+                    "value": record.value,
+                    "name": record.name,
+                    "dwell_ms": record.dwell_ms,
+                    "model_version": model_version,
+                }
+            )
+            announcement = Announcement(
+                key=record.trace_id.encode(),
+                value=value,
+                event_id=event_id,
+                ledger_key=ledger_key,
+                model_version=model_version,
+                received_at=received,
+                started_ms=claim.announce_started_ms if claim else started,
+            )
+            (result.fresh if claim is None else result.uncertain).append(announcement)
+        return result
+
+    async def mark_announced(self, announced: Sequence[Announcement]) -> None:
+        await self.ledger.put(
+            [a.ledger_key for a in announced],
+            [Entry(Stage.DONE, model_version=a.model_version) for a in announced],
+        )

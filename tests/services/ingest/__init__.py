@@ -1,0 +1,1 @@
+"""Tests of the ingest service: HTTP intake, worker, client."""
