@@ -1,24 +1,45 @@
 """`make demo`: bring the local stack up and push sample traffic through what exists of the loop.
 
-Today that is the foundation: every event type goes through the real Kafka broker and back,
-validated; a malformed message lands on its dead-letter topic while the consumer carries on; sample
-traces land in the Iceberg ``traces`` table; the model registry answers. As each service lands, the
-demo routes its traffic through that service instead (the closed loop is the last step).
+Today: every event type goes through the real Kafka broker and back, validated; a malformed message
+lands on its dead-letter topic while the consumer carries on; then the ingest service runs as its
+two processes (HTTP intake and worker, the containers' entry points) and sample production traffic
+goes through it with the production client: consented traces land in the Iceberg ``traces`` table
+and on trace.ingested, the others are refused for training; the model registry answers. As each
+service lands, the demo routes its traffic through that service too (the closed loop comes last).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
+import httpx
 from faststream.kafka import KafkaMessage
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 
 from shared.bus import create_broker, declare_publisher, ensure_topics, publish_event, subscribe
-from shared.events import EVENT_TYPES, TRACE_INGESTED, Envelope, dlq_topic
+from shared.client import KaizenClient
+from shared.events import (
+    EVENT_TYPES,
+    FEEDBACK_RECEIVED,
+    TRACE_INGESTED,
+    Envelope,
+    FeedbackReceived,
+    FeedbackRecord,
+    TraceIngested,
+    dlq_topic,
+)
 from shared.registry import ModelRegistry
 from shared.samples import sample_events, sample_trace
 from shared.settings import KaizenSettings
@@ -62,6 +83,91 @@ async def run_bus(settings: KaizenSettings) -> tuple[dict[str, float], int]:
     return received, len(dead)
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start(module: str, env: dict[str, str], logs: Path) -> subprocess.Popen[bytes]:
+    with open(logs / f"demo-{module.rsplit('.', 1)[-1]}.log", "ab") as log:
+        return subprocess.Popen([sys.executable, "-m", module], env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+async def run_ingest(settings: KaizenSettings, count: int = 20) -> dict[str, int]:
+    """Start the ingest intake and worker (their real entry points), send traces and feedback, count."""
+    port = _free_port()
+    env = {
+        **os.environ,
+        "KAIZEN_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
+        "KAIZEN_CATALOG__NAMESPACE": settings.catalog.namespace,
+        "KAIZEN_INGEST__PORT": str(port),
+    }
+    logs = settings.home / "logs"
+    processes = [_start(module, env, logs) for module in ("services.ingest.http", "services.ingest.worker")]
+    traces = [sample_trace(settings.project_id, consent=i % 2 == 0) for i in range(count)]
+    wanted = {t.trace_id for t in traces}
+    announced: set[str] = set()
+    feedback: set[str] = set()
+    broker = create_broker(settings, "demo-observer")
+
+    @subscribe(broker, settings, TRACE_INGESTED, "demo-observer-traces")
+    async def on_ingested(event: TraceIngested) -> None:
+        announced.add(event.trace_id)
+
+    @subscribe(broker, settings, FEEDBACK_RECEIVED, "demo-observer-feedback")
+    async def on_feedback(event: FeedbackReceived) -> None:
+        feedback.add(event.trace_id)
+
+    accepted = 0
+    try:
+        async with httpx.AsyncClient() as http:
+            for _ in range(600):
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
+                        break
+                await asyncio.sleep(0.1)
+        async with (
+            broker,
+            KaizenClient.over_http(
+                f"http://127.0.0.1:{port}", public_key="pk-kaizen-dev", secret_key="kaizen-dev-only"
+            ) as client,
+        ):
+            await broker.start()
+            with Progress(console=console, transient=True) as progress:
+                task = progress.add_task("sending traces and feedback", total=count)
+                for trace in traces:
+                    await client.send_trace(trace)
+                    kind = "copy" if trace.consent else "dismiss"
+                    await client.send_feedback(
+                        FeedbackRecord(trace_id=trace.trace_id, project_id=trace.project_id, kind=kind)
+                    )
+                    accepted += 1
+                    progress.advance(task)
+            consented = {t.trace_id for t in traces if t.consent}
+            deadline = time.monotonic() + 120
+            while (announced & wanted) != consented and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.2)
+            await asyncio.sleep(1.0)
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    stored = IcebergStore(settings).read(TRACES).column("trace_id").to_pylist()
+    return {
+        "sent": count,
+        "consented": sum(t.consent for t in traces),
+        "accepted": accepted,
+        "announced": len(announced & wanted),
+        "stored": len(set(stored) & wanted),
+        "feedback": len(feedback & wanted),
+    }
+
+
 def main() -> int:
     settings = KaizenSettings()
     console.rule("[bold]Kaizen demo: the local stack")
@@ -69,6 +175,7 @@ def main() -> int:
 
     run_tag = uuid.uuid4().hex[:8]
     settings.kafka.topic_prefix = f"demo-{run_tag}."
+    settings.catalog.namespace = f"demo_{run_tag}"
     console.rule("[bold]Every event through the real broker")
     received, dead = asyncio.run(run_bus(settings))
     table = Table("topic", "delivered and validated", "latency (ms)")
@@ -85,33 +192,31 @@ def main() -> int:
         "consumer carried on"
     )
 
-    console.rule("[bold]Sample traces into Iceberg")
-    store = IcebergStore(settings)
-    rows = []
-    for _ in range(5):
-        trace = sample_trace(settings.project_id)
-        rows.append(
-            {
-                "trace_id": trace.trace_id,
-                "project_id": trace.project_id,
-                "ts": trace.started_at,
-                "model": trace.model,
-                "consent": trace.consent,
-                "prompt": trace.prompt,
-                "response": trace.response,
-                "contexts": trace.contexts,
-            }
-        )
-    snapshot = store.append(TRACES, rows)
-    console.print(
-        f"{len(rows)} traces appended to {store.identifier(TRACES)} (snapshot {snapshot}); "
-        f"the table holds {store.read(TRACES).num_rows} rows"
+    console.rule("[bold]Production traffic through ingest")
+    landed = asyncio.run(run_ingest(settings))
+    table = Table(
+        "traces sent",
+        "with consent",
+        "answered 200",
+        "on trace.ingested",
+        "rows in traces",
+        "feedback received",
     )
+    table.add_row(
+        *(str(landed[key]) for key in ("sent", "consented", "accepted", "announced", "stored", "feedback"))
+    )
+    console.print(table)
+    console.print("traces without consent were accepted, counted and kept out of the trainable table")
 
     console.rule("[bold]Model registry")
     registry = ModelRegistry(settings)
     console.print(f"MLflow experiment {registry.experiment_id()} at {settings.mlflow.tracking_uri}")
-    ok = len(received) == len(EVENT_TYPES) and dead == 1 and snapshot is not None
+    ok = (
+        len(received) == len(EVENT_TYPES)
+        and dead == 1
+        and landed["announced"] == landed["stored"] == landed["consented"]
+        and landed["accepted"] == landed["sent"]
+    )
     console.rule("[bold green]demo finished" if ok else "[bold red]demo incomplete")
     console.print(f"Stack logs: {settings.home / 'logs'}; stop it with `scripts/stack down`.")
     return 0 if ok else 1
