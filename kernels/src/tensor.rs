@@ -42,7 +42,7 @@ pub struct Tensor<T> {
     pub data: Vec<T>,
 }
 
-impl<T: Copy> Tensor<T> {
+impl<T> Tensor<T> {
     pub fn new(shape: Vec<usize>, data: Vec<T>) -> Self {
         debug_assert_eq!(shape.iter().product::<usize>(), data.len());
         Tensor { shape, data }
@@ -111,11 +111,11 @@ pub fn required<'a>(field: &str, tensor: &'a Option<pb::Tensor>) -> OpResult<&'a
 
 /// Checks dtype, shape and byte length; returns the dtype and the shape.
 fn check_layout(field: &str, tensor: &pb::Tensor) -> OpResult<(WireDType, Vec<usize>)> {
-    let dtype = match pb::DType::try_from(tensor.dtype) {
-        Ok(pb::DType::Float32) => WireDType::F32,
-        Ok(pb::DType::Float64) => WireDType::F64,
-        Ok(pb::DType::Int64) => WireDType::I64,
-        Ok(pb::DType::Unspecified) => return Err(OpError::new(format!("{field}.dtype"), "must be set")),
+    let dtype = match pb::Dtype::try_from(tensor.dtype) {
+        Ok(pb::Dtype::Float32) => WireDType::F32,
+        Ok(pb::Dtype::Float64) => WireDType::F64,
+        Ok(pb::Dtype::Int64) => WireDType::I64,
+        Ok(pb::Dtype::Unspecified) => return Err(OpError::new(format!("{field}.dtype"), "must be set")),
         Err(_) => {
             return Err(OpError::new(format!("{field}.dtype"), format!("unknown dtype {}", tensor.dtype)));
         }
@@ -152,13 +152,13 @@ fn check_layout(field: &str, tensor: &pb::Tensor) -> OpResult<(WireDType, Vec<us
 
 /// The float kind of a tensor field (the request's dtype when this is its first tensor).
 pub fn float_kind(field: &str, tensor: &pb::Tensor) -> OpResult<FloatKind> {
-    match pb::DType::try_from(tensor.dtype) {
-        Ok(pb::DType::Float32) => Ok(FloatKind::F32),
-        Ok(pb::DType::Float64) => Ok(FloatKind::F64),
-        Ok(pb::DType::Int64) => {
+    match pb::Dtype::try_from(tensor.dtype) {
+        Ok(pb::Dtype::Float32) => Ok(FloatKind::F32),
+        Ok(pb::Dtype::Float64) => Ok(FloatKind::F64),
+        Ok(pb::Dtype::Int64) => {
             Err(OpError::new(format!("{field}.dtype"), "must be float32 or float64, got int64"))
         }
-        Ok(pb::DType::Unspecified) => Err(OpError::new(format!("{field}.dtype"), "must be set")),
+        Ok(pb::Dtype::Unspecified) => Err(OpError::new(format!("{field}.dtype"), "must be set")),
         Err(_) => Err(OpError::new(format!("{field}.dtype"), format!("unknown dtype {}", tensor.dtype))),
     }
 }
@@ -227,7 +227,7 @@ pub fn encode<T: Real>(tensor: &Tensor<T>) -> pb::Tensor {
     for &x in &tensor.data {
         x.extend_le(&mut data);
     }
-    let dtype = if T::BYTES == 4 { pb::DType::Float32 } else { pb::DType::Float64 };
+    let dtype = if T::BYTES == 4 { pb::Dtype::Float32 } else { pb::Dtype::Float64 };
     pb::Tensor { shape: tensor.shape.iter().map(|&d| d as u64).collect(), dtype: dtype as i32, data }
 }
 
@@ -266,7 +266,7 @@ pub fn finite_param(field: &str, value: f64) -> OpResult<f64> {
 mod tests {
     use super::*;
 
-    fn wire(shape: &[u64], dtype: pb::DType, data: Vec<u8>) -> pb::Tensor {
+    fn wire(shape: &[u64], dtype: pb::Dtype, data: Vec<u8>) -> pb::Tensor {
         pb::Tensor { shape: shape.to_vec(), dtype: dtype as i32, data }
     }
 
@@ -282,20 +282,20 @@ mod tests {
 
     #[test]
     fn refuses_bad_layouts_naming_the_field() {
-        let short = wire(&[2, 3], pb::DType::Float32, vec![0; 20]);
+        let short = wire(&[2, 3], pb::Dtype::Float32, vec![0; 20]);
         let err = decode_float::<f32>("logits", &short, Values::Finite).unwrap_err();
         assert_eq!(err.field, "logits.data");
-        let empty = wire(&[0, 3], pb::DType::Float32, vec![]);
+        let empty = wire(&[0, 3], pb::Dtype::Float32, vec![]);
         assert_eq!(decode_float::<f32>("logits", &empty, Values::Finite).unwrap_err().field, "logits");
         let unknown = pb::Tensor { shape: vec![1], dtype: 42, data: vec![0; 4] };
         let err = decode_float::<f32>("logits", &unknown, Values::Finite).unwrap_err();
         assert_eq!(err.field, "logits.dtype");
         assert!(err.message.contains("42"));
-        let huge = wire(&[u64::MAX, 4], pb::DType::Float32, vec![]);
+        let huge = wire(&[u64::MAX, 4], pb::Dtype::Float32, vec![]);
         assert_eq!(decode_float::<f32>("x", &huge, Values::Finite).unwrap_err().field, "x.shape");
-        let wrong = wire(&[1], pb::DType::Float64, vec![0; 8]);
+        let wrong = wire(&[1], pb::Dtype::Float64, vec![0; 8]);
         assert_eq!(decode_float::<f32>("mask", &wrong, Values::Finite).unwrap_err().field, "mask.dtype");
-        let labels = wire(&[1], pb::DType::Float32, vec![0; 4]);
+        let labels = wire(&[1], pb::Dtype::Float32, vec![0; 4]);
         assert_eq!(decode_i64("labels", &labels).unwrap_err().field, "labels.dtype");
     }
 

@@ -13,6 +13,7 @@
 //! TRL 1.x uses `label_smoothing` only in robust (and EXO/AOT, not offered here): sigmoid ignores it, and
 //! so does this kernel. The metrics are TRL's: rewards = beta * logratios, margins, accuracies.
 
+use crate::multiversion;
 use crate::simd::Real;
 use crate::tensor::{expect_rank, expect_shape, OpError, OpResult, Tensor};
 
@@ -49,7 +50,12 @@ pub struct DpoConfig {
 
 impl DpoConfig {
     /// Checks and assembles the configuration from request fields (empty `loss_types` means sigmoid).
-    pub fn new(beta: f64, loss_types: &[String], loss_weights: &[f64], label_smoothing: f64) -> OpResult<Self> {
+    pub fn new(
+        beta: f64,
+        loss_types: &[String],
+        loss_weights: &[f64],
+        label_smoothing: f64,
+    ) -> OpResult<Self> {
         if !(beta.is_finite() && beta > 0.0) {
             return Err(OpError::new("beta", format!("must be finite and > 0, got {beta}")));
         }
@@ -105,21 +111,46 @@ pub struct DpoOutputs<T> {
     pub accuracies: Vec<T>,
 }
 
-/// log(sigmoid(x)), stable for large |x| (torch's formulation).
-#[inline]
-fn log_sigmoid<T: Real>(x: T) -> T {
-    let neg_part = if x < T::ZERO { x } else { T::ZERO };
-    neg_part - (-x.abs()).exp().ln_1p()
+/// log sigmoid and sigmoid of `z` and of `-z`, per pair.
+#[derive(Default)]
+struct Logistic<T> {
+    log_sig: Vec<T>,
+    log_sig_neg: Vec<T>,
+    sig: Vec<T>,
+    sig_neg: Vec<T>,
 }
 
-/// sigmoid(x), stable for large |x|.
-#[inline]
-fn sigmoid<T: Real>(x: T) -> T {
-    if x >= T::ZERO {
-        T::ONE / (T::ONE + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (T::ONE + e)
+multiversion! {
+    /// torch's stable forms: log sigmoid(x) = min(x, 0) - log1p(exp(-|x|)); sigmoid from the same exp.
+    fn logistic_terms<T: Real>(z: &[T], log_sig: &mut [T], log_sig_neg: &mut [T], sig: &mut [T], sig_neg: &mut [T]) {
+        let n = z.len();
+        let (log_sig, log_sig_neg, sig, sig_neg) = (&mut log_sig[..n], &mut log_sig_neg[..n], &mut sig[..n], &mut sig_neg[..n]);
+        for i in 0..n {
+            let z = z[i];
+            let e = (-z.abs()).exp_lane::<FUSED>();
+            let soft = e.ln_1p_unit::<FUSED>();
+            let positive = z >= T::ZERO;
+            log_sig[i] = if positive { T::ZERO } else { z } - soft;
+            log_sig_neg[i] = if positive { -z } else { T::ZERO } - soft;
+            let small = e / (T::ONE + e);
+            let large = T::ONE / (T::ONE + e);
+            sig[i] = if positive { large } else { small };
+            sig_neg[i] = if positive { small } else { large };
+        }
+    }
+}
+
+impl<T: Real> Logistic<T> {
+    fn of(z: &[T]) -> Self {
+        let n = z.len();
+        let mut out = Logistic {
+            log_sig: vec![T::ZERO; n],
+            log_sig_neg: vec![T::ZERO; n],
+            sig: vec![T::ZERO; n],
+            sig_neg: vec![T::ZERO; n],
+        };
+        logistic_terms(z, &mut out.log_sig, &mut out.log_sig_neg, &mut out.sig, &mut out.sig_neg);
+        out
     }
 }
 
@@ -150,10 +181,13 @@ pub fn dpo_loss<T: Real>(inputs: &DpoInputs<'_, T>, config: &DpoConfig) -> OpRes
         (Vec::new(), Vec::new())
     };
 
+    // Scalar expressions are evaluated in f64 and then rounded to T, as torch does with TRL's Python floats.
     let beta = T::from_f64(config.beta);
     let ls = T::from_f64(config.label_smoothing);
+    let keep = T::from_f64(1.0 - config.label_smoothing);
+    let robust_norm = T::from_f64(1.0 - 2.0 * config.label_smoothing);
     let inv_n = T::ONE / T::from_f64(n as f64);
-    let ipo_target = T::ONE / (T::from_f64(2.0) * beta);
+    let ipo_target = T::from_f64(1.0 / (2.0 * config.beta));
     let mut out = DpoOutputs {
         loss: T::ZERO,
         grad_policy_chosen_logps: vec![T::ZERO; n],
@@ -163,36 +197,44 @@ pub fn dpo_loss<T: Real>(inputs: &DpoInputs<'_, T>, config: &DpoConfig) -> OpRes
         margins: Vec::with_capacity(n),
         accuracies: Vec::with_capacity(n),
     };
+    let chosen: Vec<T> = pc.data.iter().zip(&inputs.ref_chosen_logps.data).map(|(&p, &r)| p - r).collect();
+    let rejected: Vec<T> = inputs
+        .policy_rejected_logps
+        .data
+        .iter()
+        .zip(&inputs.ref_rejected_logps.data)
+        .map(|(&p, &r)| p - r)
+        .collect();
+    let z: Vec<T> = chosen.iter().zip(&rejected).map(|(&c, &r)| beta * (c - r)).collect();
+    let needs_logistic =
+        config.losses.iter().any(|(t, _)| matches!(t, DpoLossType::Sigmoid | DpoLossType::Robust));
+    let logistic = if needs_logistic { Logistic::of(&z) } else { Logistic::default() };
     for &(loss_type, weight) in &config.losses {
         let weight = T::from_f64(weight);
         let mut total = T::ZERO;
         for i in 0..n {
-            let chosen = pc.data[i] - inputs.ref_chosen_logps.data[i];
-            let rejected = inputs.policy_rejected_logps.data[i] - inputs.ref_rejected_logps.data[i];
-            let delta = chosen - rejected;
-            let z = beta * delta;
             // (per-pair loss, d loss / d chosen_logratio, d loss / d rejected_logratio)
             let (loss, d_chosen, d_rejected) = match loss_type {
                 DpoLossType::Sigmoid => {
-                    let d = -beta * sigmoid(-z);
-                    (-log_sigmoid(z), d, -d)
+                    let d = -beta * logistic.sig_neg[i];
+                    (-logistic.log_sig[i], d, -d)
                 }
                 DpoLossType::Hinge => {
-                    let margin = T::ONE - z;
+                    let margin = T::ONE - z[i];
                     // relu's gradient is zero at 0, as torch's is.
                     let d = if margin > T::ZERO { -beta } else { T::ZERO };
                     (if margin > T::ZERO { margin } else { T::ZERO }, d, -d)
                 }
                 DpoLossType::Ipo => {
-                    let gap = chosen / chosen_len[i] - rejected / rejected_len[i] - ipo_target;
+                    let gap = chosen[i] / chosen_len[i] - rejected[i] / rejected_len[i] - ipo_target;
                     let d = T::from_f64(2.0) * gap;
                     (gap * gap, d / chosen_len[i], -d / rejected_len[i])
                 }
                 DpoLossType::Robust => {
-                    let norm = T::ONE - T::from_f64(2.0) * ls;
-                    let loss = (-(T::ONE - ls) * log_sigmoid(z) + ls * log_sigmoid(-z)) / norm;
-                    let d = beta * (-(T::ONE - ls) * sigmoid(-z) - ls * sigmoid(z)) / norm;
-                    (loss, d, -d)
+                    let clean = -keep * logistic.log_sig[i];
+                    let flipped = -ls * logistic.log_sig_neg[i];
+                    let d = beta * (-keep * logistic.sig_neg[i] - ls * logistic.sig[i]) / robust_norm;
+                    ((clean - flipped) / robust_norm, d, -d)
                 }
             };
             total += loss;
@@ -265,12 +307,14 @@ mod tests {
                 let (mut up, mut down) = (pc, pc);
                 up[i] += h;
                 down[i] -= h;
-                let numeric = (loss_only(loss, 0.7, ls, &up, &pr) - loss_only(loss, 0.7, ls, &down, &pr)) / (2.0 * h);
+                let numeric =
+                    (loss_only(loss, 0.7, ls, &up, &pr) - loss_only(loss, 0.7, ls, &down, &pr)) / (2.0 * h);
                 assert!((numeric - out.grad_policy_chosen_logps[i]).abs() < 1e-7, "{loss} chosen {i}");
                 let (mut up, mut down) = (pr, pr);
                 up[i] += h;
                 down[i] -= h;
-                let numeric = (loss_only(loss, 0.7, ls, &pc, &up) - loss_only(loss, 0.7, ls, &pc, &down)) / (2.0 * h);
+                let numeric =
+                    (loss_only(loss, 0.7, ls, &pc, &up) - loss_only(loss, 0.7, ls, &pc, &down)) / (2.0 * h);
                 assert!((numeric - out.grad_policy_rejected_logps[i]).abs() < 1e-7, "{loss} rejected {i}");
             }
         }
@@ -280,7 +324,8 @@ mod tests {
     fn weighted_loss_types_add_up() {
         let both = DpoConfig::new(0.3, &["sigmoid".into(), "ipo".into()], &[0.5, 2.0], 0.0).unwrap();
         let out = run(&both, &[-1.0], &[-2.0], &[0.0], &[0.0]);
-        let want = 0.5 * loss_only("sigmoid", 0.3, 0.0, &[-1.0], &[-2.0]) + 2.0 * loss_only("ipo", 0.3, 0.0, &[-1.0], &[-2.0]);
+        let want = 0.5 * loss_only("sigmoid", 0.3, 0.0, &[-1.0], &[-2.0])
+            + 2.0 * loss_only("ipo", 0.3, 0.0, &[-1.0], &[-2.0]);
         assert!((out.loss - want).abs() < 1e-14);
     }
 

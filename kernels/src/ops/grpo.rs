@@ -13,7 +13,8 @@
 //! ```
 //!
 //! The gradient follows torch's autograd conventions where the math is not differentiable: `clamp`
-//! passes the gradient on the closed interval, `minimum` splits it evenly between equal operands.
+//! passes the gradient strictly inside its bounds only (torch 2.x: zero at a bound), `minimum` splits
+//! it evenly between equal operands.
 //! TRL divides the grpo / bnpo / dr_grpo loss by the gradient-accumulation steps afterwards; the caller
 //! does that (and folds it into `normalizer` for dapo).
 
@@ -50,34 +51,38 @@ pub struct Advantages<T> {
     pub frac_reward_zero_std: f64,
 }
 
-/// NaN-ignoring mean and Bessel-corrected std (TRL's `nanmean` / `nanstd`): std is NaN with fewer
-/// than two values, the mean NaN with none.
-fn nan_mean_std<T: Real>(values: &[T]) -> (T, T) {
-    let mut count = 0usize;
-    let mut sum = T::ZERO;
-    for &v in values.iter().filter(|v| !v.is_nan()) {
+/// NaN-ignoring mean and Bessel-corrected std (TRL's `nanmean` / `nanstd`), accumulated in f64: std is
+/// NaN with fewer than two values, the mean NaN with none. When every value is the same, the mean is
+/// that value exactly (and so the std exactly 0), whatever the rounding of the sum.
+fn nan_mean_std(values: impl Iterator<Item = f64> + Clone) -> (f64, f64) {
+    let (mut count, mut sum) = (0usize, 0.0f64);
+    let (mut low, mut high) = (f64::INFINITY, f64::NEG_INFINITY);
+    for v in values.clone().filter(|v| !v.is_nan()) {
         sum += v;
         count += 1;
+        low = low.min(v);
+        high = high.max(v);
     }
     if count == 0 {
-        return (T::NAN, T::NAN);
+        return (f64::NAN, f64::NAN);
     }
-    let n = T::from_f64(count as f64);
-    let mean = sum / n;
-    let mut squares = T::ZERO;
-    for &v in values.iter().filter(|v| !v.is_nan()) {
-        squares += (v - mean) * (v - mean);
-    }
+    let n = count as f64;
+    let mean = if low == high { low } else { sum / n };
+    let squares: f64 = values.filter(|v| !v.is_nan()).map(|v| (v - mean) * (v - mean)).sum();
     if count < 2 {
-        return (mean, T::NAN);
+        return (mean, f64::NAN);
     }
-    let variance = squares / n * (n / (n - T::ONE));
-    (mean, variance.sqrt())
+    (mean, (squares / n * (n / (n - 1.0))).sqrt())
 }
 
 /// Group-relative advantages (TRL's `sum_then_normalize`): `(r - group_mean) / (std + 1e-4)` with std per
 /// group (`group`) or over the batch (`batch`), or `r - group_mean` (`none`); NaN rewards mark unscorable
 /// completions, are left out of the statistics, and their advantages (like any NaN advantage) become 0.
+///
+/// The statistics and advantages are computed in f64 and returned in `T`, and a group whose rewards are
+/// all equal gets a mean of exactly that reward. TRL's arithmetic (in the rewards' dtype, summing in
+/// whatever order torch does) can leave rounding noise of about ulp(r) / 1e-4 in the advantages of such
+/// a group and a std that is not quite 0; here they come out exactly 0.
 pub fn group_advantages<T: Real>(
     rewards: &Tensor<T>,
     num_generations: usize,
@@ -88,45 +93,50 @@ pub fn group_advantages<T: Real>(
     if num_generations == 0 {
         return Err(OpError::new("num_generations", "must be at least 1"));
     }
-    if n % num_generations != 0 {
+    if !n.is_multiple_of(num_generations) {
         return Err(OpError::new(
             "num_generations",
             format!("{n} rewards do not split into groups of {num_generations}"),
         ));
     }
+    let wide: Vec<f64> = rewards.data.iter().map(|r| r.to_f64()).collect();
     let mut group_mean = Vec::with_capacity(n);
     let mut std = Vec::with_capacity(n);
-    for group in rewards.data.chunks_exact(num_generations) {
-        let (mean, group_std) = nan_mean_std(group);
-        let group_std = if num_generations > 1 { group_std } else { T::ZERO };
+    for group in wide.chunks_exact(num_generations) {
+        let (mean, group_std) = nan_mean_std(group.iter().copied());
+        let group_std = if num_generations > 1 { group_std } else { 0.0 };
         for _ in group {
             group_mean.push(mean);
             std.push(group_std);
         }
     }
     if scale == ScaleRewards::Batch {
-        let batch_std = if n > 1 { nan_mean_std(&rewards.data).1 } else { T::ZERO };
+        let batch_std = if n > 1 { nan_mean_std(wide.iter().copied()).1 } else { 0.0 };
         std.iter_mut().for_each(|s| *s = batch_std);
     }
-    let eps = T::from_f64(1e-4);
-    let advantages = rewards
-        .data
+    let advantages = wide
         .iter()
         .zip(&group_mean)
         .zip(&std)
         .map(|((&r, &mean), &s)| {
             let centered = r - mean;
-            let a = if scale == ScaleRewards::None { centered } else { centered / (s + eps) };
+            let a = if scale == ScaleRewards::None { centered } else { centered / (s + 1e-4) };
             if a.is_nan() {
                 T::ZERO
             } else {
-                a
+                T::from_f64(a)
             }
         })
         .collect();
-    // torch.isclose(std, 0): |std| <= 1e-8; NaN is never close.
-    let zero_std = std.iter().filter(|s| s.abs().to_f64() <= 1e-8).count();
-    Ok(Advantages { advantages, group_mean, std, frac_reward_zero_std: zero_std as f64 / n as f64 })
+    // torch.isclose(std, 0): |std| <= 1e-8, NaN never; TRL averages the flags in float32.
+    let zero_std = std.iter().filter(|s| s.abs() <= 1e-8).count();
+    let frac_reward_zero_std = (zero_std as f32 / n as f32) as f64;
+    Ok(Advantages {
+        advantages,
+        group_mean: group_mean.into_iter().map(T::from_f64).collect(),
+        std: std.into_iter().map(T::from_f64).collect(),
+        frac_reward_zero_std,
+    })
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -238,7 +248,7 @@ struct Clip<T> {
 
 #[inline(always)]
 fn token<T: Real>(ratio: T, d_ratio: T, kl_exp: T, kl_arg: T, advantage: T, clip: &Clip<T>) -> TokenTerms<T> {
-    let in_range = ratio >= clip.low && ratio <= clip.high;
+    let in_range = ratio > clip.low && ratio < clip.high;
     let clipped = if ratio < clip.low {
         clip.low
     } else if ratio > clip.high {
@@ -247,7 +257,7 @@ fn token<T: Real>(ratio: T, d_ratio: T, kl_exp: T, kl_arg: T, advantage: T, clip
         ratio
     };
     let (coef, d_coef) = match clip.delta {
-        Some(delta) if ratio > delta => (delta, T::ZERO),
+        Some(delta) if ratio >= delta => (delta, T::ZERO),
         _ => (ratio, d_ratio),
     };
     let unclipped_term = coef * advantage;
@@ -288,7 +298,7 @@ multiversion! {
     /// exp(a - b) into `out` (ratio and KL exponentials of the whole batch in one vectorized pass).
     fn exp_diff<T: Real>(a: &[T], b: &[T], out: &mut [T]) {
         for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
-            *o = (a - b).exp_lane();
+            *o = (a - b).exp_lane::<FUSED>();
         }
     }
 }
@@ -375,7 +385,8 @@ pub fn grpo_loss<T: Real>(inputs: &GrpoInputs<'_, T>, config: &GrpoConfig) -> Op
         let (mut row_loss, mut row_low, mut row_high) = (T::ZERO, T::ZERO, T::ZERO);
         for t in 0..tokens {
             let i = b * tokens + t;
-            let advantage = if per_token_advantages { inputs.advantages.data[i] } else { inputs.advantages.data[b] };
+            let advantage =
+                if per_token_advantages { inputs.advantages.data[i] } else { inputs.advantages.data[b] };
             // d ratio / d logp = ratio; with old_per_token_logps absent TRL uses logp.detach(), so both are 1.
             let d_ratio = ratio[i];
             let (kl_e, kl_arg) = match (kl_exp.get(i), reference) {
@@ -402,10 +413,10 @@ pub fn grpo_loss<T: Real>(inputs: &GrpoInputs<'_, T>, config: &GrpoConfig) -> Op
         // TRL's masked_seq_mean has no clamp: a fully masked row gives NaN, which nanmin/nanmax skip.
         let seq_low = (row_low / row_mask_sums[b]).to_f64();
         let seq_high = (row_high / row_mask_sums[b]).to_f64();
-        if !seq_low.is_nan() && !(seq_low >= low_min) {
+        if !seq_low.is_nan() && (low_min.is_nan() || seq_low < low_min) {
             low_min = seq_low;
         }
-        if !seq_high.is_nan() && !(seq_high <= high_max) {
+        if !seq_high.is_nan() && (high_max.is_nan() || seq_high > high_max) {
             high_max = seq_high;
         }
     }
@@ -456,7 +467,8 @@ mod tests {
         let single = group_advantages(&Tensor::from_vec(vec![1.0, 4.0]), 1, ScaleRewards::Group).unwrap();
         assert_eq!(single.advantages, vec![0.0, 0.0]);
         assert_eq!(single.frac_reward_zero_std, 1.0);
-        let batch = group_advantages(&Tensor::from_vec(vec![0.0, 2.0, 4.0, 6.0]), 2, ScaleRewards::Batch).unwrap();
+        let batch =
+            group_advantages(&Tensor::from_vec(vec![0.0, 2.0, 4.0, 6.0]), 2, ScaleRewards::Batch).unwrap();
         let std = (20.0f64 / 3.0).sqrt();
         assert!((batch.advantages[0] - -1.0 / (std + 1e-4)).abs() < 1e-14);
         let none = group_advantages(&Tensor::from_vec(vec![0.0, 2.0]), 2, ScaleRewards::None).unwrap();
@@ -465,10 +477,29 @@ mod tests {
         assert_eq!(ScaleRewards::parse("rank").unwrap_err().field, "scale_rewards");
     }
 
-    fn loss_of(logps: &[f64], inputs_old: &[f64], adv: &[f64], mask: &[f64], reference: &[f64], cfg: &GrpoConfig) -> GrpoOutputs<f64> {
-        let (lp, old, a, m, r) = (t2(2, 3, logps.to_vec()), t2(2, 3, inputs_old.to_vec()), Tensor::from_vec(adv.to_vec()), t2(2, 3, mask.to_vec()), t2(2, 3, reference.to_vec()));
+    fn loss_of(
+        logps: &[f64],
+        inputs_old: &[f64],
+        adv: &[f64],
+        mask: &[f64],
+        reference: &[f64],
+        cfg: &GrpoConfig,
+    ) -> GrpoOutputs<f64> {
+        let (lp, old, a, m, r) = (
+            t2(2, 3, logps.to_vec()),
+            t2(2, 3, inputs_old.to_vec()),
+            Tensor::from_vec(adv.to_vec()),
+            t2(2, 3, mask.to_vec()),
+            t2(2, 3, reference.to_vec()),
+        );
         grpo_loss(
-            &GrpoInputs { per_token_logps: &lp, advantages: &a, mask: &m, old_per_token_logps: Some(&old), ref_per_token_logps: Some(&r) },
+            &GrpoInputs {
+                per_token_logps: &lp,
+                advantages: &a,
+                mask: &m,
+                old_per_token_logps: Some(&old),
+                ref_per_token_logps: Some(&r),
+            },
             cfg,
         )
         .unwrap()
@@ -494,7 +525,10 @@ mod tests {
                         - loss_of(&down, &old, &adv, &mask, &reference, &cfg).loss)
                         / (2.0 * h);
                     let analytic = out.grad_per_token_logps.data[i];
-                    assert!((numeric - analytic).abs() < 1e-6, "{loss_type:?} {beta} {i}: {numeric} vs {analytic}");
+                    assert!(
+                        (numeric - analytic).abs() < 1e-6,
+                        "{loss_type:?} {beta} {i}: {numeric} vs {analytic}"
+                    );
                 }
             }
         }
@@ -505,7 +539,14 @@ mod tests {
         // ratios: e^0.5 (high, A>0), e^-0.5 (low but A>0: not counted), 1; row 2: e^-0.5 (low, A<0), 1, 1
         let logps = [0.5, -0.5, 0.0, -0.5, 0.0, 0.0];
         let old = [0.0; 6];
-        let out = loss_of(&logps, &old, &[1.0, -1.0], &[1.0, 1.0, 1.0, 1.0, 1.0, 0.0], &[0.0; 6], &config(GrpoLossType::Dapo));
+        let out = loss_of(
+            &logps,
+            &old,
+            &[1.0, -1.0],
+            &[1.0, 1.0, 1.0, 1.0, 1.0, 0.0],
+            &[0.0; 6],
+            &config(GrpoLossType::Dapo),
+        );
         assert!((out.clip_ratio_high_mean - 0.2).abs() < 1e-15);
         assert!((out.clip_ratio_low_mean - 0.2).abs() < 1e-15);
         assert!((out.clip_ratio_region_mean - 0.4).abs() < 1e-15);
@@ -524,7 +565,13 @@ mod tests {
         let a = Tensor::from_vec(vec![2.0, -1.0]);
         let m = t2(2, 2, vec![1.0; 4]);
         let out = grpo_loss(
-            &GrpoInputs { per_token_logps: &lp, advantages: &a, mask: &m, old_per_token_logps: None, ref_per_token_logps: None },
+            &GrpoInputs {
+                per_token_logps: &lp,
+                advantages: &a,
+                mask: &m,
+                old_per_token_logps: None,
+                ref_per_token_logps: None,
+            },
             &config(GrpoLossType::Grpo),
         )
         .unwrap();
@@ -537,7 +584,13 @@ mod tests {
         let lp = t2(2, 2, vec![0.0; 4]);
         let a = Tensor::from_vec(vec![1.0, 2.0, 3.0]);
         let m = t2(2, 2, vec![1.0; 4]);
-        let inputs = GrpoInputs { per_token_logps: &lp, advantages: &a, mask: &m, old_per_token_logps: None, ref_per_token_logps: None };
+        let inputs = GrpoInputs {
+            per_token_logps: &lp,
+            advantages: &a,
+            mask: &m,
+            old_per_token_logps: None,
+            ref_per_token_logps: None,
+        };
         assert_eq!(grpo_loss(&inputs, &config(GrpoLossType::Dapo)).unwrap_err().field, "advantages.shape");
         let a = Tensor::from_vec(vec![1.0, 2.0]);
         let inputs = GrpoInputs { advantages: &a, ..inputs };

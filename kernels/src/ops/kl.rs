@@ -2,18 +2,28 @@
 //! `exp(ref - logp) - (ref - logp) - 1`, with d/d logp = `1 - exp(ref - logp)`.
 
 use crate::multiversion;
+use crate::ops::{par_flat_chunks, par_flat_chunks2};
 use crate::simd::Real;
 use crate::tensor::{expect_shape, OpResult, Tensor};
 
 multiversion! {
-    fn k3<T: Real>(logps: &[T], reference: &[T], g: &[T], kl: &mut [T], grad: &mut [T]) {
-        for (i, (&lp, &r)) in logps.iter().zip(reference).enumerate() {
+    fn k3<T: Real>(logps: &[T], reference: &[T], kl: &mut [T]) {
+        for ((o, &lp), &r) in kl.iter_mut().zip(logps).zip(reference) {
             let d = r - lp;
-            let e = d.exp_lane();
+            *o = d.exp_lane::<FUSED>() - d - T::ONE;
+        }
+    }
+}
+
+multiversion! {
+    fn k3_with_grad<T: Real>(logps: &[T], reference: &[T], g: &[T], kl: &mut [T], grad: &mut [T]) {
+        let n = kl.len();
+        let (logps, reference, g, grad) = (&logps[..n], &reference[..n], &g[..n], &mut grad[..n]);
+        for i in 0..n {
+            let d = reference[i] - logps[i];
+            let e = d.exp_lane::<FUSED>();
             kl[i] = e - d - T::ONE;
-            if !g.is_empty() {
-                grad[i] = g[i] * (T::ONE - e);
-            }
+            grad[i] = g[i] * (T::ONE - e);
         }
     }
 }
@@ -30,10 +40,22 @@ pub fn kl_k3<T: Real>(
     }
     let n = logps.len();
     let mut kl = vec![T::ZERO; n];
-    let mut grad = vec![T::ZERO; if grad_output.is_some() { n } else { 0 }];
-    let g: &[T] = grad_output.map(|g| g.data.as_slice()).unwrap_or(&[]);
-    k3(&logps.data, &ref_logps.data, g, &mut kl, &mut grad);
-    let grad = grad_output.map(|_| Tensor::new(logps.shape.clone(), grad));
+    let grad = match grad_output {
+        None => {
+            par_flat_chunks(&mut kl, |range, out| {
+                k3(&logps.data[range.clone()], &ref_logps.data[range], out)
+            });
+            None
+        }
+        Some(g) => {
+            let mut grad = vec![T::ZERO; n];
+            par_flat_chunks2(&mut kl, &mut grad, |range, out, grad| {
+                let (lp, r, g) = (&logps.data[range.clone()], &ref_logps.data[range.clone()], &g.data[range]);
+                k3_with_grad(lp, r, g, out, grad)
+            });
+            Some(Tensor::new(logps.shape.clone(), grad))
+        }
+    };
     Ok((Tensor::new(logps.shape.clone(), kl), grad))
 }
 

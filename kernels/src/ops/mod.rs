@@ -15,7 +15,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 /// Work (elements touched) below which an op runs on the calling thread only.
-pub const PARALLEL_MIN_WORK: usize = 1 << 15;
+pub const PARALLEL_MIN_WORK: usize = 1 << 16;
 /// Work per parallel task.
 const PARALLEL_GRAIN: usize = 1 << 14;
 
@@ -53,6 +53,42 @@ where
             f(start..start + chunk.len() / out_per_row, chunk)
         })
         .collect()
+}
+
+/// Elements per task of the flat (elementwise) ops.
+const FLAT_CHUNK: usize = 1 << 16;
+
+/// Runs `f` over consecutive chunks of a flat output, in parallel when large, giving each call its
+/// element range and the matching part of `out`.
+pub fn par_flat_chunks<T, F>(out: &mut [T], f: F)
+where
+    T: Send,
+    F: Fn(Range<usize>, &mut [T]) + Sync + Send,
+{
+    let n = out.len();
+    if n < PARALLEL_MIN_WORK {
+        return f(0..n, out);
+    }
+    out.par_chunks_mut(FLAT_CHUNK).enumerate().for_each(|(i, chunk)| {
+        let start = i * FLAT_CHUNK;
+        f(start..start + chunk.len(), chunk)
+    });
+}
+
+/// [`par_flat_chunks`] over two outputs of the same length.
+pub fn par_flat_chunks2<T, F>(a: &mut [T], b: &mut [T], f: F)
+where
+    T: Send,
+    F: Fn(Range<usize>, &mut [T], &mut [T]) + Sync + Send,
+{
+    let n = a.len().min(b.len());
+    if n < PARALLEL_MIN_WORK {
+        return f(0..n, &mut a[..n], &mut b[..n]);
+    }
+    a.par_chunks_mut(FLAT_CHUNK).zip(b.par_chunks_mut(FLAT_CHUNK)).enumerate().for_each(|(i, (x, y))| {
+        let start = i * FLAT_CHUNK;
+        f(start..start + x.len(), x, y)
+    });
 }
 
 #[cfg(test)]

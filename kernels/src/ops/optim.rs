@@ -125,7 +125,8 @@ pub fn adamw_step<T: Real>(
     expect_shape("grads", grads, &params.shape, "params")?;
     let mut exp_avg = state_or_zeros("exp_avg", exp_avg, n)?;
     let mut exp_avg_sq = state_or_zeros("exp_avg_sq", exp_avg_sq, n)?;
-    let mut max_sq = if config.amsgrad { state_or_zeros("max_exp_avg_sq", max_exp_avg_sq, n)? } else { Vec::new() };
+    let mut max_sq =
+        if config.amsgrad { state_or_zeros("max_exp_avg_sq", max_exp_avg_sq, n)? } else { Vec::new() };
     let step = step.checked_add(1).ok_or_else(|| OpError::new("step", "overflows"))?;
 
     let step_f = step as f64;
@@ -205,14 +206,14 @@ multiversion! {
         for i in 0..params.len() {
             let mut g = if s.maximize { -grads[i] } else { grads[i] };
             if s.weight_decay != T::ZERO {
-                g = g + s.weight_decay * params[i];
+                g += s.weight_decay * params[i];
             }
             if s.use_momentum {
                 let b = if s.first_step { g } else { buffer[i] * s.momentum + s.keep * g };
                 buffer[i] = b;
                 g = if s.nesterov { g + s.momentum * b } else { b };
             }
-            params[i] = params[i] + s.neg_lr * g;
+            params[i] += s.neg_lr * g;
         }
     }
 }
@@ -231,7 +232,8 @@ pub fn sgd_step<T: Real>(
     expect_shape("grads", grads, &params.shape, "params")?;
     let use_momentum = config.momentum != 0.0;
     let first_step = momentum_buffer.is_none();
-    let mut buffer = if use_momentum { state_or_zeros("momentum_buffer", momentum_buffer, n)? } else { Vec::new() };
+    let mut buffer =
+        if use_momentum { state_or_zeros("momentum_buffer", momentum_buffer, n)? } else { Vec::new() };
     let scalars = SgdScalars {
         weight_decay: T::from_f64(config.weight_decay),
         momentum: T::from_f64(config.momentum),
@@ -262,7 +264,15 @@ mod tests {
     use super::*;
 
     fn adam_config() -> AdamWConfig {
-        AdamWConfig { lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.1, amsgrad: false, maximize: false }
+        AdamWConfig {
+            lr: 1e-2,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.1,
+            amsgrad: false,
+            maximize: false,
+        }
     }
 
     /// torch's single-tensor AdamW written out for one element.
@@ -283,7 +293,9 @@ mod tests {
         let mut want: Vec<(f64, f64, f64)> = params.data.iter().map(|&p| (p, 0.0, 0.0)).collect();
         let config = adam_config();
         for step in 0..3u64 {
-            let grads = Tensor::from_vec((0..n).map(|i| ((i + step as usize) as f64 * 0.37).cos()).collect::<Vec<f64>>());
+            let grads = Tensor::from_vec(
+                (0..n).map(|i| ((i + step as usize) as f64 * 0.37).cos()).collect::<Vec<f64>>(),
+            );
             let (m, v, s) = match state.take() {
                 Some(s) => (Some(Tensor::from_vec(s.exp_avg)), Some(Tensor::from_vec(s.exp_avg_sq)), s.step),
                 None => (None, None, 0),
@@ -317,7 +329,14 @@ mod tests {
 
     #[test]
     fn sgd_matches_torch_momentum_dampening_and_nesterov() {
-        let config = SgdConfig { lr: 0.1, momentum: 0.9, dampening: 0.0, weight_decay: 0.01, nesterov: true, maximize: false };
+        let config = SgdConfig {
+            lr: 0.1,
+            momentum: 0.9,
+            dampening: 0.0,
+            weight_decay: 0.01,
+            nesterov: true,
+            maximize: false,
+        };
         let p = Tensor::from_vec(vec![1.0f64, -2.0]);
         let g = Tensor::from_vec(vec![0.5f64, 0.25]);
         let (p1, buf) = sgd_step(p, &g, None, &config).unwrap();
@@ -331,8 +350,16 @@ mod tests {
         let b = buf[0] * 0.9 + 0.5 * d;
         assert!((buf2.unwrap()[0] - b).abs() < 1e-15);
         assert!((p2.data[0] - (p1.data[0] - 0.1 * b)).abs() < 1e-15);
-        let plain = SgdConfig { momentum: 0.0, dampening: 0.0, weight_decay: 0.0, nesterov: false, maximize: true, lr: 0.5 };
-        let (p3, none) = sgd_step(Tensor::from_vec(vec![1.0f64]), &Tensor::from_vec(vec![2.0]), None, &plain).unwrap();
+        let plain = SgdConfig {
+            momentum: 0.0,
+            dampening: 0.0,
+            weight_decay: 0.0,
+            nesterov: false,
+            maximize: true,
+            lr: 0.5,
+        };
+        let (p3, none) =
+            sgd_step(Tensor::from_vec(vec![1.0f64]), &Tensor::from_vec(vec![2.0]), None, &plain).unwrap();
         assert!(none.is_none());
         assert_eq!(p3.data, vec![2.0]);
     }
@@ -344,10 +371,23 @@ mod tests {
         let bad = AdamWConfig { beta2: 1.0, ..adam_config() };
         assert_eq!(adamw_step(p(), &g, None, None, None, 0, &bad).unwrap_err().field, "beta2");
         let short = Some(Tensor::from_vec(vec![0.0f64]));
-        assert_eq!(adamw_step(p(), &g, short, None, None, 0, &adam_config()).unwrap_err().field, "exp_avg.shape");
-        let nesterov = SgdConfig { lr: 0.1, momentum: 0.0, dampening: 0.0, weight_decay: 0.0, nesterov: true, maximize: false };
+        assert_eq!(
+            adamw_step(p(), &g, short, None, None, 0, &adam_config()).unwrap_err().field,
+            "exp_avg.shape"
+        );
+        let nesterov = SgdConfig {
+            lr: 0.1,
+            momentum: 0.0,
+            dampening: 0.0,
+            weight_decay: 0.0,
+            nesterov: true,
+            maximize: false,
+        };
         assert_eq!(sgd_step(p(), &g, None, &nesterov).unwrap_err().field, "nesterov");
         let g3 = Tensor::from_vec(vec![1.0f64; 3]);
-        assert_eq!(sgd_step(p(), &g3, None, &SgdConfig { nesterov: false, ..nesterov }).unwrap_err().field, "grads.shape");
+        assert_eq!(
+            sgd_step(p(), &g3, None, &SgdConfig { nesterov: false, ..nesterov }).unwrap_err().field,
+            "grads.shape"
+        );
     }
 }

@@ -25,7 +25,7 @@ multiversion! {
     fn softmax_rows<T: Real>(x: &[T], out: &mut [T], v: usize) {
         for (row, y) in x.chunks_exact(v).zip(out.chunks_exact_mut(v)) {
             let m = max_of(row);
-            let s = sum_exp(row, T::ONE, m, Some(&mut *y));
+            let s = sum_exp::<T, FUSED>(row, T::ONE, m, Some(&mut *y));
             let inv = T::ONE / s;
             for e in y.iter_mut() {
                 *e *= inv;
@@ -49,7 +49,7 @@ multiversion! {
     fn log_softmax_rows<T: Real>(x: &[T], out: &mut [T], v: usize) {
         for (row, o) in x.chunks_exact(v).zip(out.chunks_exact_mut(v)) {
             let m = max_of(row);
-            let log_sum = sum_exp(row, T::ONE, m, None).ln();
+            let log_sum = sum_exp::<T, FUSED>(row, T::ONE, m, None).ln();
             for (o, &x) in o.iter_mut().zip(row) {
                 *o = (x - m) - log_sum;
             }
@@ -62,7 +62,7 @@ multiversion! {
         for ((lp, g), o) in logp.chunks_exact(v).zip(g.chunks_exact(v)).zip(out.chunks_exact_mut(v)) {
             let total = sum_of(g);
             for ((o, &lp), &g) in o.iter_mut().zip(lp).zip(g) {
-                *o = g - lp.exp_lane() * total;
+                *o = g - lp.exp_lane::<FUSED>() * total;
             }
         }
     }
@@ -113,7 +113,12 @@ pub fn log_softmax<T: Real>(
     Ok((Tensor::new(logits.shape.clone(), logps), grad))
 }
 
-fn check_labels(labels: &Tensor<i64>, logits_leading: &[usize], v: usize, ignore: Option<i64>) -> OpResult<()> {
+fn check_labels(
+    labels: &Tensor<i64>,
+    logits_leading: &[usize],
+    v: usize,
+    ignore: Option<i64>,
+) -> OpResult<()> {
     expect_shape("labels", labels, logits_leading, "logits' leading dimensions")?;
     let vocab = v as i64;
     if let Some(index) = labels.data.iter().position(|&l| Some(l) != ignore && !(0..vocab).contains(&l)) {
@@ -142,7 +147,7 @@ multiversion! {
                 continue; // the gradient row stays zero
             }
             let m = max_of(row);
-            let s = sum_exp(row, T::ONE, m, Some(&mut *g));
+            let s = sum_exp::<T, FUSED>(row, T::ONE, m, Some(&mut *g));
             let label = label as usize;
             loss += s.ln() - (row[label] - m);
             let factor = scale / s;
@@ -196,28 +201,37 @@ pub fn cross_entropy<T: Real>(
 }
 
 multiversion! {
-    /// Rows of selective log-softmax; with `g`, also writes g * d logp / d logits.
+    /// Rows of selective log-softmax; with `g`, also writes g * d logp / d logits. The logits are divided
+    /// by the temperature (as TRL does, not multiplied by its inverse) unless it is 1.
     fn selective_rows<T: Real>(
         x: &[T],
         labels: &[i64],
-        inv_temperature: T,
+        temperature: T,
         g: &[T],
         logps: &mut [T],
         grad: &mut [T],
         v: usize,
     ) {
         let with_grad = !g.is_empty();
-        for (i, (row, &label)) in x.chunks_exact(v).zip(labels).enumerate() {
-            let m = max_of(row) * inv_temperature;
+        let mut scaled: Vec<T> = Vec::new();
+        for (i, (raw, &label)) in x.chunks_exact(v).zip(labels).enumerate() {
+            let row: &[T] = if temperature == T::ONE {
+                raw
+            } else {
+                scaled.clear();
+                scaled.extend(raw.iter().map(|&x| x / temperature));
+                &scaled
+            };
+            let m = max_of(row);
             let label = label as usize;
             let s = if with_grad {
-                sum_exp(row, inv_temperature, m, Some(&mut grad[i * v..(i + 1) * v]))
+                sum_exp::<T, FUSED>(row, T::ONE, m, Some(&mut grad[i * v..(i + 1) * v]))
             } else {
-                sum_exp(row, inv_temperature, m, None)
+                sum_exp::<T, FUSED>(row, T::ONE, m, None)
             };
-            logps[i] = (row[label] * inv_temperature - m) - s.ln();
+            logps[i] = (row[label] - m) - s.ln();
             if with_grad {
-                let upstream = g[i] * inv_temperature;
+                let upstream = g[i] / temperature;
                 let factor = -upstream / s;
                 let out = &mut grad[i * v..(i + 1) * v];
                 for e in out.iter_mut() {
@@ -243,14 +257,14 @@ pub fn selective_log_softmax<T: Real>(
     if !(temperature.is_finite() && temperature > 0.0) {
         return Err(OpError::new("temperature", format!("must be finite and > 0, got {temperature}")));
     }
-    let inv_temperature = T::from_f64(1.0 / temperature);
+    let temperature = T::from_f64(temperature);
     let rows = labels.data.len();
     let mut logps = vec![T::ZERO; rows];
     match grad_output {
         None => {
             par_row_blocks(rows, v, &mut logps, 1, |range, out| {
                 let x = &logits.data[range.start * v..range.end * v];
-                selective_rows(x, &labels.data[range], inv_temperature, &[], out, &mut [], v)
+                selective_rows(x, &labels.data[range], temperature, &[], out, &mut [], v)
             });
             Ok((Tensor::new(labels.shape.clone(), logps), None))
         }
@@ -260,7 +274,7 @@ pub fn selective_log_softmax<T: Real>(
                 let x = &logits.data[range.start * v..range.end * v];
                 let mut out = vec![T::ZERO; range.len()];
                 let g = &g.data[range.clone()];
-                selective_rows(x, &labels.data[range], inv_temperature, g, &mut out, grad, v);
+                selective_rows(x, &labels.data[range], temperature, g, &mut out, grad, v);
                 out
             });
             for (dst, src) in logps.chunks_mut(1).zip(blocks.into_iter().flatten()) {
@@ -370,9 +384,9 @@ mod tests {
             let full = naive_log_softmax(&row);
             let l = labels.data[r] as usize;
             assert!((lp.data[r] - full[l]).abs() < 1e-12);
-            for j in 0..11 {
+            for (j, lp_j) in full.iter().enumerate() {
                 let onehot = if j == l { 1.0 } else { 0.0 };
-                let want = g.data[r] * (onehot - full[j].exp()) / t;
+                let want = g.data[r] * (onehot - lp_j.exp()) / t;
                 assert!((grad.data[r * 11 + j] - want).abs() < 1e-12);
             }
         }
