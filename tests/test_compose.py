@@ -40,7 +40,8 @@ def test_every_service_is_built_healthchecked_and_waits_for_healthy_dependencies
     assert KAIZEN_SERVICES | {"kafka", "redis", "minio", "mlflow"} <= set(services)
     for name in KAIZEN_SERVICES:
         build = services[name]["build"]
-        assert (ROOT / build["context"] / build["dockerfile"]).is_file(), f"{name}: Dockerfile missing"
+        dockerfile = ROOT / build["context"] / build.get("dockerfile", "Dockerfile")
+        assert dockerfile.is_file(), f"{name}: Dockerfile missing"
         assert "healthcheck" in services[name], name
     for name, service in services.items():
         for dependency, condition in (service.get("depends_on") or {}).items():

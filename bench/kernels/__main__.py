@@ -128,28 +128,69 @@ def bench_request(case: Case) -> pb.BenchRequest:
     raise RuntimeError(f"{case.op} sent no request")
 
 
-def p50(fn: Callable[[], object], seconds: float) -> float:
-    """Median seconds of ``fn`` over enough runs to fill about ``seconds``."""
+ROUNDS = 5
+"""Each measurement is split into rounds that alternate between the four columns, so a burst of load
+from elsewhere on the machine does not land on one column only."""
+
+
+def runs_for(fn: Callable[[], object], seconds: float, limit: int = 5000) -> int:
+    """How many runs of ``fn`` fill about ``seconds`` (after one warm-up run)."""
     fn()
     start = time.perf_counter()
     fn()
     once = max(time.perf_counter() - start, 1e-7)
-    runs = int(min(max(seconds / once, 5), 5000))
-    samples = []
+    return int(min(max(seconds / once, 3), limit))
+
+
+def samples(fn: Callable[[], object], runs: int) -> list[float]:
+    out = []
     for _ in range(runs):
         start = time.perf_counter()
         fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+        out.append(time.perf_counter() - start)
+    return out
 
 
-def rust_p50(client: KernelClient, request: pb.BenchRequest, seconds: float) -> float:
-    request.iterations, request.warmup = 3, 1
-    probe = client.call("Bench", request, pb.BenchResponse)
-    once = max(statistics.median(probe.seconds), 1e-8)
-    request.iterations = int(min(max(seconds / once, 5), 100_000))
-    request.warmup = 3
-    return statistics.median(client.call("Bench", request, pb.BenchResponse).seconds)
+def rust_samples(client: KernelClient, request: pb.BenchRequest, runs: int) -> list[float]:
+    request.iterations, request.warmup = runs, 1
+    return list(client.call("Bench", request, pb.BenchResponse).seconds)
+
+
+def rust_runs_for(client: KernelClient, request: pb.BenchRequest, seconds: float) -> int:
+    probe = rust_samples(client, request, 3)
+    return int(min(max(seconds / max(statistics.median(probe), 1e-8), 3), 100_000))
+
+
+def measure(
+    client: KernelClient, grpc_backend: GrpcBackend, torch_backend: TorchBackend, case: Case, seconds: float
+) -> tuple[float, float, float, float]:
+    """p50 seconds of: Rust compute, round trip, torch with 1 thread, torch with all threads."""
+    all_threads = os.cpu_count() or 1
+    request = bench_request(case)
+    per_round = seconds / ROUNDS
+
+    def trip() -> object:
+        return getattr(grpc_backend, case.op)(*case.args, **case.kwargs)
+
+    def local() -> object:
+        return getattr(torch_backend, case.op)(*case.args, **case.kwargs)
+
+    rust_runs = rust_runs_for(client, request, per_round)
+    trip_runs = runs_for(trip, per_round)
+    torch.set_num_threads(1)
+    one_runs = runs_for(local, per_round)
+    torch.set_num_threads(all_threads)
+    many_runs = runs_for(local, per_round)
+    columns: list[list[float]] = [[], [], [], []]
+    for _ in range(ROUNDS):
+        columns[0] += rust_samples(client, request, rust_runs)
+        columns[1] += samples(trip, trip_runs)
+        torch.set_num_threads(1)
+        columns[2] += samples(local, one_runs)
+        torch.set_num_threads(all_threads)
+        columns[3] += samples(local, many_runs)
+    rust, round_trip, one, many = (statistics.median(column) for column in columns)
+    return rust, round_trip, one, many
 
 
 def fmt_ms(seconds: float) -> str:
@@ -160,7 +201,7 @@ def fmt_ms(seconds: float) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.kernels", description=__doc__.splitlines()[0])
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    parser.add_argument("--seconds", type=float, default=0.25, help="time spent per measurement")
+    parser.add_argument("--seconds", type=float, default=0.5, help="time spent per measurement (all rounds)")
     parser.add_argument("--ops", default="", help="comma-separated ops to run (default: all)")
     args = parser.parse_args(argv)
     dtype = getattr(torch, args.dtype)
@@ -172,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         server.start()
         client = KernelClient(server.address, deadline_s=600.0)
         grpc_backend, torch_backend = GrpcBackend(client), TorchBackend()
-        rows = []
+        rows: list[tuple[Case, float, float, float, float]] = []
         try:
             first = bench_request(cases(dtype)[0])
             first.iterations = 1
@@ -185,15 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             for case in cases(dtype):
                 if wanted and case.op not in wanted:
                     continue
-                rust = rust_p50(client, bench_request(case), args.seconds)
-                trip = p50(lambda c=case: getattr(grpc_backend, c.op)(*c.args, **c.kwargs), args.seconds)
-                timings = []
-                for threads in (1, all_threads):
-                    torch.set_num_threads(threads)
-                    timings.append(
-                        p50(lambda c=case: getattr(torch_backend, c.op)(*c.args, **c.kwargs), args.seconds)
-                    )
-                rows.append((case, rust, trip, timings[0], timings[1]))
+                rows.append((case, *measure(client, grpc_backend, torch_backend, case, args.seconds)))
                 print(f"  {case.op} {case.size}: done", file=sys.stderr, flush=True)
         finally:
             torch.set_num_threads(all_threads)
@@ -212,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         "rust/xN",
         "trip/x1",
     )
-    table = [columns]
+    table: list[tuple[str, ...]] = [columns]
     for case, rust, trip, one, many in rows:
         table.append(
             (
@@ -244,14 +277,16 @@ def main(argv: list[str] | None = None) -> int:
     print()
     dpo = find("dpo_loss", "64 pairs")
     if dpo:
-        verdict = "met" if dpo[2] <= 0.5e-3 else "NOT met"
-        print(f"round-trip p50, 64-pair DPO loss: {fmt_ms(dpo[2])} ms (target <= 0.5 ms: {verdict})")
+        round_trip = dpo[2]
+        verdict = "met" if round_trip <= 0.5e-3 else "NOT met"
+        print(f"round-trip p50, 64-pair DPO loss: {fmt_ms(round_trip)} ms (target <= 0.5 ms: {verdict})")
     for op, size in (("log_softmax", "8x49152"), ("grpo_loss", "64x512")):
-        row = find(op, size)
-        if row:
-            verdict = "met" if row[1] <= row[3] else "NOT met"
+        found = find(op, size)
+        if found:
+            _, rust, _, one, many = found
+            verdict = "met" if rust <= one else "NOT met"
             print(
-                f"Rust/torch, {op} {size}: {row[1] / row[3]:.2f} vs 1 thread, {row[1] / row[4]:.2f} vs "
+                f"Rust/torch, {op} {size}: {rust / one:.2f} vs 1 thread, {rust / many:.2f} vs "
                 f"{all_threads} threads (target <= 1 vs 1 thread: {verdict})"
             )
     slower = [f"{c.op} {c.size}" for c, rust, _, one, _ in rows if rust > one]

@@ -32,6 +32,11 @@ struct Args {
     /// Compute threads (0: one per core).
     #[arg(long, env = "KAIZEN_KERNELS__THREADS", default_value_t = 0)]
     threads: usize,
+    /// Threads serving the network (1: a single event loop, the lowest latency for a trainer's one
+    /// channel, measured in bench/kernels; 0: one per core, for many concurrent clients). Compute runs
+    /// on the compute threads either way.
+    #[arg(long, env = "KAIZEN_KERNELS__IO_THREADS", default_value_t = 1)]
+    io_threads: usize,
     /// Serve the Bench RPC (benchmarks only; it burns CPU on request).
     #[arg(long, env = "KAIZEN_KERNELS__ENABLE_BENCH")]
     enable_bench: bool,
@@ -43,6 +48,10 @@ struct Args {
     log_level: String,
     #[arg(long, env = "KAIZEN_KERNELS__LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
     log_format: LogFormat,
+    /// Instead of serving: check the gRPC health of the server at this host:port and exit 0 when it is
+    /// SERVING, 1 otherwise (a container health check).
+    #[arg(long, value_name = "HOST:PORT")]
+    probe: Option<String>,
 }
 
 fn init_logging(args: &Args) -> Result<(), String> {
@@ -111,19 +120,54 @@ async fn run(args: Args) -> Result<(), server::BoxError> {
     server::serve(listener, config, shutdown_signal()).await
 }
 
+/// One gRPC health check of the server at `address`.
+async fn probe(address: &str) -> Result<(), server::BoxError> {
+    use tonic_health::pb::{
+        health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+    };
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))?
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .timeout(std::time::Duration::from_secs(2))
+        .connect()
+        .await?;
+    let reply = HealthClient::new(channel).check(HealthCheckRequest { service: String::new() }).await?;
+    match reply.into_inner().status() {
+        ServingStatus::Serving => Ok(()),
+        status => Err(format!("{address} is {}", status.as_str_name()).into()),
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     if let Err(e) = init_logging(&args) {
         eprintln!("kaizen-kernels: {e}");
         return ExitCode::FAILURE;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let mut builder = if args.io_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        if args.io_threads > 1 {
+            builder.worker_threads(args.io_threads);
+        }
+        builder
+    };
+    let runtime = match builder.enable_all().thread_name("kernels-io").build() {
         Ok(runtime) => runtime,
         Err(e) => {
             error!(error = %e, "cannot start the async runtime");
             return ExitCode::FAILURE;
         }
     };
+    if let Some(address) = &args.probe {
+        return match runtime.block_on(probe(address)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("kaizen-kernels: probe failed: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match runtime.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

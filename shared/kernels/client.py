@@ -61,6 +61,8 @@ class KernelClient:
             options=[
                 ("grpc.max_send_message_length", max_message_bytes),
                 ("grpc.max_receive_message_length", max_message_bytes),
+                # This client retries UNAVAILABLE itself; gRPC's retry machinery only adds latency.
+                ("grpc.enable_retries", 0),
                 # Reconnect soon after the service restarts (gRPC's default first backoff is 1 s).
                 ("grpc.initial_reconnect_backoff_ms", 100),
                 ("grpc.min_reconnect_backoff_ms", 100),

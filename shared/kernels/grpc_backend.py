@@ -29,7 +29,7 @@ from shared.kernels.backend import (
     scale_rewards_mode,
 )
 from shared.kernels.client import KernelClient
-from shared.kernels.tensors import from_wire, to_wire
+from shared.kernels.tensors import from_wire, from_wire_many, to_wire
 from shared.settings import KernelSettings
 
 
@@ -52,7 +52,7 @@ def _maybe(response: Any, field: str) -> torch.Tensor | None:
 
 
 def _scalar(value: float, like: torch.Tensor) -> torch.Tensor:
-    return torch.tensor(value, dtype=like.dtype)
+    return torch.scalar_tensor(value, dtype=like.dtype)
 
 
 class GrpcBackend(KernelBackend):
@@ -149,14 +149,24 @@ class GrpcBackend(KernelBackend):
             rejected_lengths=_optional_like(rejected_lengths, policy_chosen_logps, "rejected_lengths"),
         )
         response = self.client.call("DpoLoss", request, pb.DpoLossResponse)
+        grad_chosen, grad_rejected, chosen_rewards, rejected_rewards, margins, accuracies = from_wire_many(
+            [
+                response.grad_policy_chosen_logps,
+                response.grad_policy_rejected_logps,
+                response.chosen_rewards,
+                response.rejected_rewards,
+                response.margins,
+                response.accuracies,
+            ]
+        )
         return DpoLossResult(
             loss=_scalar(response.loss, policy_chosen_logps),
-            grad_policy_chosen_logps=from_wire(response.grad_policy_chosen_logps),
-            grad_policy_rejected_logps=from_wire(response.grad_policy_rejected_logps),
-            chosen_rewards=from_wire(response.chosen_rewards),
-            rejected_rewards=from_wire(response.rejected_rewards),
-            margins=from_wire(response.margins),
-            accuracies=from_wire(response.accuracies),
+            grad_policy_chosen_logps=grad_chosen,
+            grad_policy_rejected_logps=grad_rejected,
+            chosen_rewards=chosen_rewards,
+            rejected_rewards=rejected_rewards,
+            margins=margins,
+            accuracies=accuracies,
         )
 
     def group_advantages(
@@ -172,10 +182,11 @@ class GrpcBackend(KernelBackend):
             scale_rewards=scale_rewards_mode(scale_rewards),
         )
         response = self.client.call("GroupAdvantages", request, pb.GroupAdvantagesResponse)
+        advantages, group_mean, std = from_wire_many([response.advantages, response.group_mean, response.std])
         return GroupAdvantagesResult(
-            advantages=from_wire(response.advantages),
-            group_mean=from_wire(response.group_mean),
-            std=from_wire(response.std),
+            advantages=advantages,
+            group_mean=group_mean,
+            std=std,
             frac_reward_zero_std=response.frac_reward_zero_std,
         )
 

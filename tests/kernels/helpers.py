@@ -48,7 +48,7 @@ def conditioning(max_abs_logit: float, dtype: torch.dtype) -> float:
     logsumexp rounds at the scale of the logits (TRL's selective_log_softmax subtracts it). With float32
     logits near 1e4 that is ~1e-3, above RTOL; tolerances on probabilities are widened by this factor.
     """
-    unit_roundoff = torch.finfo(dtype).eps / 2
+    unit_roundoff = float(torch.finfo(dtype).eps) / 2
     return max(1.0, 4 * max_abs_logit * unit_roundoff / RTOL[dtype])
 
 

@@ -20,7 +20,7 @@ from shared.kernels.local import SERVING, health_status
 
 
 def f64(*values: float) -> pb.Tensor:
-    data = np.asarray(values, dtype="<f8")
+    data: np.ndarray = np.asarray(values, dtype="<f8")
     return pb.Tensor(shape=[len(values)], dtype=pb.DTYPE_FLOAT64, data=data.tobytes())
 
 
@@ -30,7 +30,7 @@ def f32(*values: float) -> pb.Tensor:
 
 
 def f64_matrix(rows: int, cols: int, value: float = -1.0) -> pb.Tensor:
-    data = np.full((rows, cols), value, dtype="<f8")
+    data: np.ndarray = np.full((rows, cols), value, dtype="<f8")
     return pb.Tensor(shape=[rows, cols], dtype=pb.DTYPE_FLOAT64, data=data.tobytes())
 
 

@@ -187,7 +187,9 @@ def test_group_advantages(
         st.sampled_from([0.0, 0.2, 1.0]), label="unscorable rate"
     )
     rewards[unscorable] = np.nan
-    mode = data.draw(st.sampled_from(["group", "batch", "none", True, False]), label="scale_rewards")
+    mode: str | bool = data.draw(  # type: ignore[assignment]
+        st.sampled_from(["group", "batch", "none", True, False]), label="scale_rewards"
+    )
     r = tensor(rewards.reshape(-1), dtype)
     got = grpc_backend.group_advantages(r, num_generations=group_size, scale_rewards=mode)
     want = torch_backend.group_advantages(r, num_generations=group_size, scale_rewards=mode)
@@ -295,10 +297,12 @@ def test_adamw_steps(grpc_backend: GrpcBackend, torch_backend: TorchBackend, dat
     size = data.draw(st.integers(1, 300), label="params")
     params = tensor(data.draw(float_arrays((size,), -2, 2)), dtype)
     grad_scale = data.draw(st.sampled_from([1e-3, 1.0, 100.0]), label="grad scale")
+    lr = data.draw(st.floats(1e-4, 0.1), label="lr")
+    beta1 = data.draw(st.floats(0.0, 0.99), label="beta1")
     hyper = {
-        "lr": data.draw(st.floats(1e-4, 0.1), label="lr"),
+        "lr": lr,
         "betas": (
-            data.draw(st.floats(0.0, 0.99), label="beta1"),
+            beta1,
             data.draw(st.floats(0.5, 0.9999), label="beta2"),
         ),
         "eps": data.draw(st.sampled_from([1e-8, 1e-6]), label="eps"),
@@ -313,7 +317,7 @@ def test_adamw_steps(grpc_backend: GrpcBackend, torch_backend: TorchBackend, dat
         grads = tensor(data.draw(float_arrays((size,)), label=f"grads {step}") * grad_scale, dtype)
         got = grpc_backend.adamw_step(got_params, grads, got_state, **hyper)  # type: ignore[arg-type]
         want = torch_backend.adamw_step(want_params, grads, want_state, **hyper)  # type: ignore[arg-type]
-        bound = 2.0 + float(hyper["lr"]) * (step + 1) / (1 - hyper["betas"][0]) * 10  # type: ignore[index]
+        bound = 2.0 + lr * (step + 1) / (1 - beta1) * 10
         assert_close(got.params, want.params, f"params after step {step + 1}", scale=bound)
         assert_close(got.state.exp_avg, want.state.exp_avg, "exp_avg")
         assert_close(got.state.exp_avg_sq, want.state.exp_avg_sq, "exp_avg_sq")
@@ -401,6 +405,11 @@ def test_large_inputs_take_the_parallel_paths(
     want_adam = torch_backend.adamw_step(want_adam.params, grads, want_adam.state, amsgrad=True)
     assert_close(got_adam.params, want_adam.params, "adamw params")
     assert_close(got_adam.state.exp_avg_sq, want_adam.state.exp_avg_sq, "adamw exp_avg_sq")
+    ref = params + grads * 0.1
+    got_kl = grpc_backend.kl_k3(params, ref, grads)
+    want_kl = torch_backend.kl_k3(params, ref, grads)
+    assert_close(got_kl.kl, want_kl.kl, "kl_k3", scale=1.0)
+    assert_close(got_kl.grad_logps, want_kl.grad_logps, "kl_k3 grad", scale=grads.abs().max().item())
     got_sgd = grpc_backend.sgd_step(params, grads, momentum=0.9)
     want_sgd = torch_backend.sgd_step(params, grads, momentum=0.9)
     assert_close(got_sgd.params, want_sgd.params, "sgd params")

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from shared.kernels._proto import kernels_pb2 as pb
-from shared.kernels.errors import KernelInputError
-from shared.kernels.tensors import from_wire, to_numpy, to_wire
+from shared.kernels.errors import KernelError, KernelInputError
+from shared.kernels.tensors import from_wire, from_wire_many, to_numpy, to_wire
 
 
 @pytest.mark.parametrize(
@@ -34,7 +34,7 @@ def test_non_contiguous_views_and_gradients_travel_as_values() -> None:
 
 
 def test_numpy_arrays_of_either_byte_order_arrive_little_endian() -> None:
-    big = np.arange(5, dtype=">f8")
+    big: np.ndarray = np.arange(5, dtype=">f8")
     message = to_wire(big, "x")
     assert message.data == np.arange(5, dtype="<f8").tobytes()
     assert to_numpy(message).dtype == np.dtype("float64")
@@ -57,3 +57,26 @@ def test_scalars_keep_an_empty_shape() -> None:
     message = to_wire(torch.tensor(2.5, dtype=torch.float64), "x")
     assert list(message.shape) == []
     assert from_wire(message).item() == 2.5
+
+
+def test_many_small_tensors_decode_at_once_and_stay_independent() -> None:
+    values = [
+        torch.arange(6, dtype=torch.float32).reshape(2, 3),
+        torch.tensor([1.5, -2.0]),
+        torch.tensor(7.0),
+    ]
+    decoded = from_wire_many([to_wire(value, "x") for value in values])
+    for got, want in zip(decoded, values, strict=True):
+        assert got.shape == want.shape and torch.equal(got, want)
+    decoded[1].fill_(0)
+    assert torch.equal(decoded[0], values[0]) and decoded[2].item() == 7.0
+    mixed = from_wire_many([to_wire(torch.ones(2, dtype=torch.float64), "a"), to_wire(torch.ones(2), "b")])
+    assert [t.dtype for t in mixed] == [torch.float64, torch.float32]
+
+
+def test_a_byte_length_that_does_not_fit_the_shape_is_an_error() -> None:
+    bad = pb.Tensor(shape=[3], dtype=pb.DTYPE_FLOAT32, data=b"\0" * 8)
+    with pytest.raises(KernelError):
+        from_wire(bad)
+    with pytest.raises(KernelError):
+        from_wire_many([bad, to_wire(torch.ones(2), "x")])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -78,6 +79,8 @@ def test_grpo_on_policy_loss_is_minus_the_mean_advantage(torch_backend: TorchBac
         (lambda b, z: b.group_advantages(z, num_generations=2, scale_rewards="rank"), "scale_rewards"),
     ],
 )
-def test_invalid_input_names_the_field_as_the_service_does(torch_backend: TorchBackend, call, field) -> None:  # type: ignore[no-untyped-def]
+def test_invalid_input_names_the_field_as_the_service_does(
+    torch_backend: TorchBackend, call: Callable[[TorchBackend, torch.Tensor], object], field: str
+) -> None:
     with pytest.raises(KernelInputError, match=rf"^{field}"):
         call(torch_backend, torch.zeros(2, dtype=torch.float64))

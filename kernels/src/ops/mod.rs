@@ -55,8 +55,11 @@ where
         .collect()
 }
 
-/// Elements per task of the flat (elementwise) ops.
-const FLAT_CHUNK: usize = 1 << 16;
+/// Elements below which a flat (elementwise, memory-bound) op runs on the calling thread only: waking
+/// another thread costs more than it saves until the buffers outgrow the caches.
+pub const FLAT_PARALLEL_MIN: usize = 1 << 18;
+/// Elements per task of the flat ops.
+pub const FLAT_CHUNK: usize = 1 << 16;
 
 /// Runs `f` over consecutive chunks of a flat output, in parallel when large, giving each call its
 /// element range and the matching part of `out`.
@@ -66,7 +69,7 @@ where
     F: Fn(Range<usize>, &mut [T]) + Sync + Send,
 {
     let n = out.len();
-    if n < PARALLEL_MIN_WORK {
+    if n < FLAT_PARALLEL_MIN {
         return f(0..n, out);
     }
     out.par_chunks_mut(FLAT_CHUNK).enumerate().for_each(|(i, chunk)| {
@@ -82,7 +85,7 @@ where
     F: Fn(Range<usize>, &mut [T], &mut [T]) + Sync + Send,
 {
     let n = a.len().min(b.len());
-    if n < PARALLEL_MIN_WORK {
+    if n < FLAT_PARALLEL_MIN {
         return f(0..n, &mut a[..n], &mut b[..n]);
     }
     a.par_chunks_mut(FLAT_CHUNK).zip(b.par_chunks_mut(FLAT_CHUNK)).enumerate().for_each(|(i, (x, y))| {
