@@ -190,18 +190,24 @@ def test_http_route_splits_between_the_two_gateway_services(values: str) -> None
         assert ref["port"] in [port["port"] for port in services[ref["name"]]["spec"]["ports"]]
 
 
-# Deployment -> the module whose FastStream `app` that Deployment runs. The chart's KEDA triggers must
-# name exactly the (topic, consumer group) pairs that app's broker subscribes with.
-CONSUMER_APPS = {
-    "ingest-worker": "services.ingest.app",
+# Deployment -> the module whose ``create_app`` builds the FastStream app that Deployment runs, and the
+# arguments its command implies. The chart's KEDA triggers must name exactly the (topic, consumer group)
+# pairs that app's broker subscribes with.
+CONSUMER_APPS: dict[str, tuple[str, dict[str, Any]]] = {
+    "ingest-worker": ("services.ingest.app", {}),
+    "labeler": ("services.labeler.app", {"roles": ["labeler"]}),  # KAIZEN_LABELER__ROLES in values.yaml
+    "curator": ("services.labeler.app", {"roles": ["curator"]}),  # python -m services.labeler.curator
+    "trainer": ("services.trainer.app", {}),
 }
 
 
-def code_subscriptions(module: str) -> set[tuple[str, str]]:
-    broker = importlib.import_module(module).app.broker
+def code_subscriptions(module: str, arguments: dict[str, Any]) -> set[tuple[str, str]]:
+    from prometheus_client import CollectorRegistry
+
+    app = importlib.import_module(module).create_app(registry=CollectorRegistry(), **arguments)
     return {
         (getattr(topic, "name", str(topic)), subscriber.group_id)
-        for subscriber in broker.subscribers
+        for subscriber in app.broker.subscribers
         for topic in subscriber.topics
     }
 
@@ -210,4 +216,4 @@ def code_subscriptions(module: str) -> set[tuple[str, str]]:
 def test_scaled_objects_name_the_topics_and_groups_the_code_subscribes_with(deployment: str) -> None:
     scaled = by_kind(render("values-eks.yaml"), "ScaledObject")[f"kaizen-{deployment}"]
     rendered = {(t["metadata"]["topic"], t["metadata"]["consumerGroup"]) for t in scaled["spec"]["triggers"]}
-    assert rendered == code_subscriptions(CONSUMER_APPS[deployment])
+    assert rendered == code_subscriptions(*CONSUMER_APPS[deployment])
