@@ -16,6 +16,7 @@ from faststream import FastStream
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
 
 from services.trainer.jobs import JobQueue
+from services.trainer.launcher import KubernetesLauncher
 from services.trainer.settings import TrainerSettings
 from shared.bus import create_broker, declare_publisher, ensure_topics, subscribe
 from shared.events import DATASET_READY, CheckpointTrained, DatasetReady, TrainingFailed
@@ -36,6 +37,7 @@ class Submissions:
         self.settings = settings
         self.state: RedisState | None = None
         self.queue: JobQueue | None = None
+        self.launcher: KubernetesLauncher | None = None
         self.submitted = Counter(
             "kaizen_trainer_submissions_total",
             "dataset.ready events by what became of them (queued, duplicate)",
@@ -49,6 +51,10 @@ class Submissions:
         self.queue = JobQueue(
             self.state, lease_s=self.settings.trainer.lease_s, ttl_s=self.settings.trainer.job_ttl_s
         )
+        if self.settings.trainer.launcher == "kubernetes":
+            self.launcher = KubernetesLauncher(
+                self.settings.trainer.job_template_dir, self.settings.trainer.namespace
+            )
         if self.settings.metrics_port is not None:
             serve_metrics(self.settings.metrics_port)
         log.info("trainer consumer ready", extra={"group": self.settings.kafka.group(CONSUMER_GROUP)})
@@ -60,6 +66,8 @@ class Submissions:
     async def submit(self, event: DatasetReady) -> bool:
         assert self.queue is not None, "the consumer has not started"
         queued = await self.queue.submit(event)
+        if self.launcher is not None:  # idempotent: also creates the Job a failed earlier attempt did not
+            await self.launcher.launch(event)
         self.submitted.labels("queued" if queued else "duplicate").inc()
         log.info(
             "training job queued" if queued else "duplicate dataset.ready: the dataset already has a job",

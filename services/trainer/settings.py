@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -52,6 +52,20 @@ class JobRunnerSettings(BaseModel):
     )
     reward_config: Path | None = Field(
         None, description="The reward configuration YAML; default: the packaged shared/rewards/default.yaml."
+    )
+    launcher: Literal["worker", "kubernetes"] = Field(
+        "worker",
+        description=(
+            "Where recorded jobs run: worker (python -m services.trainer.worker claims them) or kubernetes "
+            "(the consumer also creates a Job per dataset from the chart's template; see launcher.py)."
+        ),
+    )
+    job_template_dir: Path = Field(
+        Path("/etc/kaizen/training-job"),
+        description="Where the kubernetes launcher reads the Job template (job.yaml, podgroup.yaml).",
+    )
+    namespace: str | None = Field(
+        None, description="Namespace of the training Jobs; default: the service account's own."
     )
     job_ttl_s: int = Field(
         30 * 24 * 3600, gt=0, description="How long a job's record is kept in Redis after it was created."

@@ -4,8 +4,8 @@ Operator, Karpenter) are the kinds we expect. The trainer's Job template request
 
 import importlib
 import os
-import string
 import subprocess
+import tempfile
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,8 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+
+from shared.events import DatasetReady
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "kaizen"
@@ -62,11 +64,24 @@ def by_kind(docs: tuple[dict[str, Any], ...], kind: str) -> dict[str, dict[str, 
     return {doc["metadata"]["name"]: doc for doc in docs if doc["kind"] == kind}
 
 
-def training_job(docs: tuple[dict[str, Any], ...], **fields: str) -> dict[str, Any]:
-    template = by_kind(docs, "ConfigMap")["kaizen-training-job"]["data"]["job.yaml"]
-    defaults = {"job_name": "train-ds-1", "dataset_id": "ds-1", "snapshot_id": "42", "algorithm": "dpo"}
-    rendered: dict[str, Any] = yaml.safe_load(string.Template(template).substitute(defaults | fields))
-    return rendered
+def training_objects(docs: tuple[dict[str, Any], ...], dataset_id: str = "ds-1") -> dict[str, dict[str, Any]]:
+    """The objects the trainer's Kubernetes launcher creates for a dataset, from the rendered ConfigMap."""
+    from services.trainer.launcher import KubernetesLauncher
+    from shared.samples import sample_events
+
+    files = by_kind(docs, "ConfigMap")["kaizen-training-job"]["data"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, text in files.items():
+            (Path(tmp) / name).write_text(text)
+        launcher = KubernetesLauncher(Path(tmp), namespace="kaizen")
+    event = next(e for e in sample_events() if isinstance(e, DatasetReady)).model_copy(
+        update={"dataset_id": dataset_id}
+    )
+    return launcher.manifests(event)
+
+
+def training_job(docs: tuple[dict[str, Any], ...], dataset_id: str = "ds-1") -> dict[str, Any]:
+    return training_objects(docs, dataset_id)["job"]
 
 
 @pytest.mark.parametrize("values", VALUES)
@@ -157,13 +172,30 @@ def test_replicas_above_partitions_are_refused() -> None:
 
 @pytest.mark.parametrize("values", VALUES)
 def test_training_job_requests_gpus_on_spot_and_checkpoints_to_s3(values: str) -> None:
-    job = training_job(render(values), dataset_id="ds-7f3a", job_name="train-ds-7f3a")
+    from services.trainer.job import main as job_main
+    from services.trainer.launcher import job_name
+
+    docs = render(values)
+    dataset_id = "ds-7F3A_curated/2026"  # not a DNS name: the launcher derives one
+    job = training_job(docs, dataset_id)
     pod = job["spec"]["template"]["spec"]
     container = pod["containers"][0]
     env = {item["name"]: item["value"] for item in container["env"]}
-    assert env["KAIZEN_TRAINER__CHECKPOINT_DIR"].startswith("s3://")
-    assert env["KAIZEN_TRAINER__CHECKPOINT_DIR"].endswith("/ds-7f3a")
-    assert job["metadata"]["labels"]["kaizen.dev/dataset-id"] == "ds-7f3a"
+    assert env["KAIZEN_TRAINER__CHECKPOINT_URI"].startswith("s3://")  # the job adds project/dataset
+    assert container["args"] == ["--dataset-id", dataset_id]
+    with pytest.raises(SystemExit) as usage:  # the job program accepts exactly these arguments
+        job_main([*container["args"], "--help"])
+    assert usage.value.code == 0
+    assert job["metadata"]["name"] == job_name(dataset_id)
+    assert job["metadata"]["annotations"]["kaizen.dev/dataset-id"] == dataset_id
+    trainer = by_kind(docs, "Deployment")["kaizen-trainer"]["spec"]["template"]["spec"]
+    trainer_env = {item["name"]: item.get("value") for item in trainer["containers"][0]["env"]}
+    assert trainer_env["KAIZEN_TRAINER__LAUNCHER"] == "kubernetes"
+    mount = trainer_env["KAIZEN_TRAINER__JOB_TEMPLATE_DIR"]
+    assert {"name": "training-job", "mountPath": mount, "readOnly": True} in trainer["containers"][0][
+        "volumeMounts"
+    ]
+    assert {"name": "training-job", "configMap": {"name": "kaizen-training-job"}} in trainer["volumes"]
     if values == "values-eks.yaml":
         assert container["resources"]["limits"]["nvidia.com/gpu"] == "8"
         assert {
@@ -173,6 +205,8 @@ def test_training_job_requests_gpus_on_spot_and_checkpoints_to_s3(values: str) -
             "effect": "NoSchedule",
         } in pod["tolerations"]
         assert pod["schedulerName"] == "volcano"
+        group = training_objects(docs, dataset_id)["podgroup"]
+        assert group["metadata"]["name"] == job["metadata"]["name"]
         pools = by_kind(render(values), "NodePool")
         requirements = pools["kaizen-gpu"]["spec"]["template"]["spec"]["requirements"]
         assert {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["spot"]} in requirements
