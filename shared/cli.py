@@ -67,5 +67,17 @@ def events(as_json: bool = typer.Option(False, "--json", help="Print the AsyncAP
     console.print(table)
 
 
+@app.command("approve")
+def approve(
+    version: str = typer.Argument(..., help="The registered model version to approve."),
+    by: str = typer.Option("", "--by", help="Who approves (default: the current user)."),
+    model: str = typer.Option("", "--model", help="Registered model name (default: from the settings)."),
+) -> None:
+    """Approve a candidate waiting at the evaluation gate (manual-approval mode): it goes to rollout."""
+    from services.evaluator.approve import approve_command  # the evaluator's imports are heavy: load on use
+
+    approve_command(version, by, model)
+
+
 if __name__ == "__main__":
     app()

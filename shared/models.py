@@ -160,3 +160,54 @@ def load_causal_lm(
     if device:
         model.to(device)
     return model, tokenizer
+
+
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def adapter_base_spec(directory: Path) -> str | None:
+    """The base model spec a PEFT adapter directory applies to, or None when it holds a full model.
+
+    The trainer writes the base model *spec* (``smollm2-135m-instruct``, ``tiny-random-llama``, a path or
+    an MLflow URI) as ``base_model_name_or_path``, so the base resolves offline like any other spec.
+    """
+    config = directory / ADAPTER_CONFIG
+    if not config.is_file():
+        return None
+    import json
+
+    try:
+        base = json.loads(config.read_text()).get("base_model_name_or_path")
+    except ValueError as exc:
+        raise ModelError(f"{config} is not JSON: {exc}") from exc
+    if not isinstance(base, str) or not base:
+        raise ModelError(f"{config} names no base_model_name_or_path")
+    return base
+
+
+def load_model_version(
+    spec: str, *, device: str | None = None, dtype: Any = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a model spec that may be a PEFT LoRA adapter (a registered checkpoint) or a full model.
+
+    An adapter is applied to its base model (resolved from ``adapter_config.json``); the tokenizer saved
+    with the adapter is used when there is one. The result is in eval mode, ready to generate.
+    """
+    directory = resolve_model_dir(spec)
+    base = adapter_base_spec(directory)
+    if base is None:
+        model, tokenizer = load_causal_lm(spec, device=device, dtype=dtype)
+    else:
+        from peft import PeftModel
+        from transformers import AutoTokenizer
+
+        base_model, tokenizer = load_causal_lm(base, dtype=dtype)
+        if (directory / "tokenizer_config.json").is_file():
+            tokenizer = AutoTokenizer.from_pretrained(directory)
+            if tokenizer.pad_token is None:
+                tokenizer.pad_token = tokenizer.eos_token
+        model = PeftModel.from_pretrained(base_model, str(directory))
+        if device:
+            model.to(device)
+    model.eval()
+    return model, tokenizer

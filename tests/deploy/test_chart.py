@@ -232,6 +232,7 @@ CONSUMER_APPS: dict[str, tuple[str, dict[str, Any]]] = {
     "labeler": ("services.labeler.app", {"roles": ["labeler"]}),  # KAIZEN_LABELER__ROLES in values.yaml
     "curator": ("services.labeler.app", {"roles": ["curator"]}),  # python -m services.labeler.curator
     "trainer": ("services.trainer.app", {}),
+    "evaluator": ("services.evaluator.app", {}),
 }
 
 
