@@ -19,7 +19,7 @@ install:
 lint: install
 	ruff check .
 	ruff format --check .
-	mypy shared services
+	mypy shared services demo
 
 # The kernel crate's own tests (cargo), then every Python test against the real local stack.
 test: lint
