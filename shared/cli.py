@@ -7,6 +7,7 @@ traffic, approvals and rollout controls join as the services land.
 from __future__ import annotations
 
 import json
+import sys
 
 import typer
 from rich.console import Console
@@ -77,6 +78,16 @@ def approve(
     from services.evaluator.approve import approve_command  # the evaluator's imports are heavy: load on use
 
     approve_command(version, by, model)
+
+
+# The rollout controls import the rollout service (MLflow, scipy: seconds of imports), so they are mounted
+# unless the command is one of the quick ones above.
+QUICK_COMMANDS = {"stack", "events", "approve"}
+if sys.argv[1:2] == [] or sys.argv[1] not in QUICK_COMMANDS:
+    from services.rollout.cli import rollback_command, rollout_app
+
+    app.add_typer(rollout_app, name="rollout")
+    app.command("rollback")(rollback_command)
 
 
 if __name__ == "__main__":

@@ -213,6 +213,38 @@ def test_training_job_requests_gpus_on_spot_and_checkpoints_to_s3(values: str) -
 
 
 @pytest.mark.parametrize("values", VALUES)
+def test_the_rollout_controller_patches_exactly_the_routes_backend_refs(values: str) -> None:
+    """The controller's rendered settings name the chart's HTTPRoute and its two backendRefs, and its
+    patch moves their weights."""
+    from services.rollout.routing import httproute_weights_patch
+    from services.rollout.settings import RolloutSettings
+
+    docs = render(values)
+    route = by_kind(docs, "HTTPRoute")["kaizen-chat"]
+    container = by_kind(docs, "Deployment")["kaizen-rollout-controller"]["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    env = {item["name"]: item["value"] for item in container["env"] if "value" in item}
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        rollout = RolloutSettings().rollout
+    assert rollout.router == "kubernetes"
+    assert rollout.kubernetes.name == route["metadata"]["name"]
+    refs = route["spec"]["rules"][0]["backendRefs"]
+    assert [ref["name"] for ref in refs] == [
+        rollout.kubernetes.champion_service,
+        rollout.kubernetes.canary_service,
+    ]
+    weights = httproute_weights_patch(
+        route, rollout.kubernetes.champion_service, rollout.kubernetes.canary_service, 0.05
+    )
+    assert [ref["weight"] for ref in weights["spec"]["rules"][0]["backendRefs"]] == [95, 5]
+    role = by_kind(docs, "Role")["kaizen-rollout-controller"]
+    assert any("httproutes" in rule["resources"] and "patch" in rule["verbs"] for rule in role["rules"])
+
+
+@pytest.mark.parametrize("values", VALUES)
 def test_http_route_splits_between_the_two_gateway_services(values: str) -> None:
     docs = render(values)
     route = by_kind(docs, "HTTPRoute")["kaizen-chat"]
@@ -233,6 +265,7 @@ CONSUMER_APPS: dict[str, tuple[str, dict[str, Any]]] = {
     "curator": ("services.labeler.app", {"roles": ["curator"]}),  # python -m services.labeler.curator
     "trainer": ("services.trainer.app", {}),
     "evaluator": ("services.evaluator.app", {}),
+    "rollout-controller": ("services.rollout.app", {}),
 }
 
 
