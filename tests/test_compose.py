@@ -11,7 +11,17 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-KAIZEN_SERVICES = {"kernels", "ingest", "ingest-worker", "labeler", "trainer", "evaluator", "rollout"}
+KAIZEN_SERVICES = {
+    "kernels",
+    "ingest",
+    "ingest-worker",
+    "labeler",
+    "trainer",
+    "evaluator",
+    "rollout",
+    "gateway",
+    "dashboard",
+}
 
 
 def compose_command() -> list[str]:

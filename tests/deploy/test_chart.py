@@ -104,7 +104,7 @@ def test_one_deployment_per_service_with_real_probes_and_its_own_account(values:
     deployments = by_kind(docs, "Deployment")
     expected = {
         "ingest-http", "ingest-worker", "labeler", "curator", "trainer", "evaluator",
-        "rollout-controller", "gateway-champion", "gateway-canary", "kernels",
+        "rollout-controller", "gateway-champion", "gateway-canary", "kernels", "dashboard",
     }  # fmt: skip
     assert set(deployments) == {f"kaizen-{name}" for name in expected}
     for name, deployment in deployments.items():

@@ -1,0 +1,1 @@
+"""The dashboard: one web page (and its JSON API) that shows the loop turning."""
