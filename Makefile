@@ -27,7 +27,7 @@ test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: install
-	$(PY) -m shared.demo
+	$(PY) -m demo $(if $(DEMO_CONFIG),--config $(DEMO_CONFIG),)
 
 stack-up: install
 	$(PY) -m shared.stack up

@@ -279,6 +279,8 @@ class Labeler:
 
     async def _recover(self, project_id: str, trace_id: str) -> TraceScores | None:
         """A trace's scores from its latest label row, for feedback older than the Redis state."""
+        # Feedback can arrive before the first label of a new namespace: the table is created empty.
+        await asyncio.to_thread(self.store.table, LABELS)
         table = await asyncio.to_thread(
             self.store.read,
             LABELS,
