@@ -33,7 +33,7 @@ from shared.settings import KaizenSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KAFKA_POM = REPO_ROOT / "scripts" / "kafka" / "pom.xml"
-START_TIMEOUT_S = 120.0
+START_TIMEOUT_S = 240.0  # MLflow's server alone can take minutes to import on a saturated 2-core machine
 STOP_TIMEOUT_S = 20.0
 
 

@@ -634,12 +634,23 @@ def start_ray(num_cpus: float | None = None) -> None:
         return
     root = str(Path(__file__).resolve().parents[2])
     path = os.pathsep.join([root, *(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)])
-    ray.init(
-        num_cpus=num_cpus,
-        include_dashboard=False,
-        runtime_env={"env_vars": {"PYTHONPATH": path}},
-        log_to_driver=False,
-    )
+    # Ray gives its raylet a fixed 30 s to register; on a saturated machine it can miss that, so the
+    # start is tried again (after shutting down what the failed attempt left) before giving up.
+    attempts = 3
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(
+                num_cpus=num_cpus,
+                include_dashboard=False,
+                runtime_env={"env_vars": {"PYTHONPATH": path}},
+                log_to_driver=False,
+            )
+            return
+        except Exception as exc:
+            if "timed out during startup" not in str(exc) or attempt == attempts:
+                raise
+            log.warning("ray did not start in time; trying again", extra={"attempt": attempt})
+            ray.shutdown()
 
 
 def serve(settings: RolloutSettings, *, blocking: bool = False) -> str:

@@ -49,7 +49,7 @@ def test_up_status_down(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
     stack = [str(ROOT / "scripts" / "stack")]
 
-    up = subprocess.run([*stack, "up"], env=env, capture_output=True, text=True, timeout=300)
+    up = subprocess.run([*stack, "up"], env=env, capture_output=True, text=True, timeout=600)
     assert up.returncode == 0, up.stderr + up.stdout
     try:
         status = subprocess.run([*stack, "status"], env=env, capture_output=True, text=True, timeout=60)

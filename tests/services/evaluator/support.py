@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
 from mlflow import MlflowClient
 
 from services.evaluator.generation import prompt_text
@@ -29,6 +28,7 @@ from shared.models import TINY_RANDOM_LLAMA, load_causal_lm
 from shared.registry import ModelRegistry
 from shared.settings import KaizenSettings
 from shared.store import DATASETS, IcebergStore
+from tests.fixtures.topics import read_events
 from tests.services.labeler.judge_server import ScriptedJudge
 
 TIMEOUT_S = 120.0
@@ -280,34 +280,9 @@ async def read_topic(
     timeout_s: float = TIMEOUT_S,
 ) -> list[dict[str, Any]]:
     """The events of a topic from its beginning: ``at_least`` of them, and any more within ``settle_s``."""
-    consumer = AIOKafkaConsumer(
-        settings.kafka.topic(logical_topic),
-        bootstrap_servers=settings.kafka.bootstrap_servers,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        metadata_max_age_ms=500,
+    return await read_events(
+        settings, logical_topic, at_least=at_least, settle_s=settle_s, timeout_s=timeout_s
     )
-    await consumer.start()
-    found: list[dict[str, Any]] = []
-    try:
-        deadline = time.monotonic() + timeout_s
-        settled_at: float | None = None
-        while True:
-            batch = await consumer.getmany(timeout_ms=200)
-            for part in batch.values():
-                found.extend(json.loads(record.value) for record in part)
-            now = time.monotonic()
-            if len(found) >= at_least:
-                settled_at = settled_at or now
-                if now - settled_at >= settle_s:
-                    return found
-            elif now > deadline:
-                raise AssertionError(
-                    f"{logical_topic}: {len(found)} events in {timeout_s}s, expected {at_least}"
-                )
-    finally:
-        await consumer.stop()
 
 
 async def until(condition: Callable[[], Awaitable[bool]], timeout_s: float = TIMEOUT_S) -> None:

@@ -24,6 +24,7 @@ from services.ingest.settings import ApiKey, IngestSettings
 from shared.events import EVENT_BY_TOPIC, FEEDBACK_RECEIVED, TRACE_INGESTED
 from shared.settings import KaizenSettings
 from shared.store import IcebergStore
+from tests.fixtures.topics import read_records
 
 TIMEOUT_S = 60.0
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -111,34 +112,9 @@ async def read_topic(
     settings: KaizenSettings, logical_topic: str, *, at_least: int, settle_s: float = 1.0
 ) -> list[ConsumerRecord[bytes, bytes]]:
     """Every record of a topic from its beginning: ``at_least`` of them, and any more within ``settle_s``."""
-    topic = settings.kafka.topic(logical_topic)
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=settings.kafka.bootstrap_servers,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        metadata_max_age_ms=500,
+    return await read_records(
+        settings, logical_topic, at_least=at_least, settle_s=settle_s, timeout_s=TIMEOUT_S
     )
-    await consumer.start()
-    records: list[ConsumerRecord[bytes, bytes]] = []
-    try:
-        deadline = time.monotonic() + TIMEOUT_S
-        settled_at: float | None = None
-        while True:
-            batch = await consumer.getmany(timeout_ms=200)
-            for part in batch.values():
-                records.extend(part)
-            now = time.monotonic()
-            if len(records) >= at_least:
-                settled_at = settled_at or now
-                if now - settled_at >= settle_s:
-                    break
-            elif now > deadline:
-                raise AssertionError(f"{topic}: {len(records)} records in {TIMEOUT_S}s, expected {at_least}")
-    finally:
-        await consumer.stop()
-    return records
 
 
 def events(records: list[ConsumerRecord[bytes, bytes]]) -> list[dict[str, Any]]:

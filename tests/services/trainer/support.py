@@ -12,12 +12,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
-
 from services.trainer.settings import TrainerSettings
 from shared.events import DatasetReady, TableRef
 from shared.settings import KaizenSettings
 from shared.store import DATASETS, IcebergStore
+from tests.fixtures.topics import read_events
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 TIMEOUT_S = 240.0
@@ -141,33 +140,9 @@ async def read_topic(
     settings: KaizenSettings, logical_topic: str, *, at_least: int, settle_s: float = 1.0
 ) -> list[dict[str, Any]]:
     """The events of a topic from its beginning: ``at_least`` of them, and any more within ``settle_s``."""
-    topic = settings.kafka.topic(logical_topic)
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=settings.kafka.bootstrap_servers,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        metadata_max_age_ms=500,
+    return await read_events(
+        settings, logical_topic, at_least=at_least, settle_s=settle_s, timeout_s=TIMEOUT_S
     )
-    await consumer.start()
-    found: list[dict[str, Any]] = []
-    try:
-        deadline = time.monotonic() + TIMEOUT_S
-        settled_at: float | None = None
-        while True:
-            batch = await consumer.getmany(timeout_ms=200)
-            for part in batch.values():
-                found.extend(json.loads(record.value) for record in part)
-            now = time.monotonic()
-            if len(found) >= at_least:
-                settled_at = settled_at or now
-                if now - settled_at >= settle_s:
-                    return found
-            elif now > deadline:
-                raise AssertionError(f"{topic}: {len(found)} events in {TIMEOUT_S}s, expected {at_least}")
-    finally:
-        await consumer.stop()
 
 
 async def until(condition: Callable[[], Awaitable[bool]], timeout_s: float = TIMEOUT_S) -> None:
