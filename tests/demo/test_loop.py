@@ -33,7 +33,7 @@ from shared.registry import ModelRegistry
 from shared.services import Supervisor
 from shared.stack import Stack
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.loop]
 
 
 @pytest.mark.timeout(1500)

@@ -203,7 +203,7 @@ async def test_manual_approval_publishes_eval_passed_only_after_approve(
             await until(decided)
             assert version_tags(client, name, version)["eval.status"] == "awaiting_approval"
             assert ModelRegistry(evaluator).version(CHALLENGER) is None
-            with pytest.raises(AssertionError, match="0 events"):
+            with pytest.raises(AssertionError, match="0 records"):
                 await read_topic(evaluator, EVAL_PASSED, at_least=1, settle_s=0, timeout_s=3)
 
             event = await approve(evaluator, version, "ops@example.com")
