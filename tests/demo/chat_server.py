@@ -23,11 +23,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import uvicorn
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-
-from shared.settings import KaizenSettings
 
 RAMBLING = (
     "Thank you so much for reaching out to us today, we really appreciate your question and your "
@@ -123,42 +120,3 @@ class ChatServer:
         self.server.should_exit = True
         if self.task is not None:
             await self.task
-
-
-async def read_topic(
-    settings: KaizenSettings,
-    logical_topic: str,
-    *,
-    at_least: int,
-    settle_s: float = 0.5,
-    timeout_s: float = 60,
-) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every record of a topic from its beginning: ``at_least`` of them, and any more within ``settle_s``."""
-    consumer = AIOKafkaConsumer(
-        settings.kafka.topic(logical_topic),
-        bootstrap_servers=settings.kafka.bootstrap_servers,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        metadata_max_age_ms=500,
-    )
-    await consumer.start()
-    records: list[ConsumerRecord[bytes, bytes]] = []
-    try:
-        deadline = time.monotonic() + timeout_s
-        settled_at: float | None = None
-        while True:
-            batch = await consumer.getmany(timeout_ms=200)
-            for part in batch.values():
-                records.extend(part)
-            now = time.monotonic()
-            if len(records) >= at_least:
-                settled_at = settled_at or now
-                if now - settled_at >= settle_s:
-                    return records
-            elif now > deadline:
-                raise AssertionError(
-                    f"{logical_topic}: {len(records)} records in {timeout_s}s, not {at_least}"
-                )
-    finally:
-        await consumer.stop()

@@ -20,7 +20,8 @@ from shared.events import FEEDBACK_RAW, FeedbackRaw
 from shared.rewards import FeedbackSignal, feedback_score
 from shared.rewards.config import FeedbackWeights
 from shared.settings import KaizenSettings
-from tests.demo.chat_server import ChatServer, read_topic
+from tests.demo.chat_server import ChatServer
+from tests.fixtures.topics import read_records
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -159,7 +160,7 @@ async def test_grounded_short_answers_earn_more_feedback_through_kafka(
         report = await run_workload(config, prompts, preference, feedback=kaizen)
     assert report.feedback_errors == []
     assert report.feedback_sent > 30
-    records = await read_topic(settings, FEEDBACK_RAW, at_least=report.feedback_sent, settle_s=0.5)
+    records = await read_records(settings, FEEDBACK_RAW, at_least=report.feedback_sent, settle_s=0.5)
     feedback = [FeedbackRaw.model_validate_json(record.value).record for record in records]
     assert len(feedback) == report.feedback_sent
     version_of = {item.trace_id: item.version for item in server.served}
