@@ -21,13 +21,13 @@ lint: install
 	ruff format --check .
 	mypy shared services demo
 
-# The kernel crate's own tests (cargo), then every Python test against the real local stack, except
-# the reduced closed loop (marker `loop`), which is not yet reliable on a busy 2-core machine.
+# The kernel crate's own tests (cargo), then every Python test against the real local stack, the
+# reduced closed loop included (tests/demo/test_loop.py, marker `loop`).
 test: lint
 	scripts/build-kernels --test >/dev/null
-	$(PY) -m pytest -m "not loop" $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The reduced closed loop end to end: every service as its own process, traffic to a promotion.
+# Only the reduced closed loop end to end: every service as its own process, traffic to a promotion.
 test-loop: install
 	scripts/build-kernels >/dev/null
 	$(PY) -m pytest -m loop $(PYTEST_ARGS)

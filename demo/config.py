@@ -70,6 +70,16 @@ class LoopConfig(_Strict):
         default_factory=dict,
         description="The services' settings, nested as in KAIZEN_* (groups, then fields).",
     )
+    threads: dict[str, int] = Field(
+        default_factory=dict,
+        description="Torch/OpenMP threads (OMP_NUM_THREADS) per process of the loop by name, 'default' for "
+        "the others; unset: the libraries' own default (every core). Every process shares the machine's "
+        "cores, and threads that outnumber the cores spin against each other.",
+    )
+
+    def threads_of(self, process: str) -> int | None:
+        """The thread count of one process of the loop (None: the libraries' default)."""
+        return self.threads.get(process, self.threads.get("default"))
 
     def service_env(self) -> dict[str, str]:
         """``settings`` as KAIZEN_* variables, with the base model wherever a service reads it."""

@@ -295,7 +295,12 @@ def loop_services(
 
     def module(name: str, module_name: str, **extra: Any) -> ServiceSpec:
         metrics = extra.pop("metrics_port", None)
-        service_env = {**env, **({"KAIZEN_METRICS_PORT": str(metrics)} if metrics else {})}
+        threads = config.threads_of(name)
+        service_env = {
+            **env,
+            **({"KAIZEN_METRICS_PORT": str(metrics)} if metrics else {}),
+            **({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else {}),
+        }
         return ServiceSpec(name, [python, "-m", module_name], service_env, **extra)
 
     return [
@@ -339,7 +344,13 @@ def loop_services(
 
 
 async def answer_held_out(
-    base_url: str, prompts: list[Prompt], *, max_tokens: int, model: str = "kaizen", timeout_s: float = 120.0
+    base_url: str,
+    prompts: list[Prompt],
+    *,
+    max_tokens: int,
+    model: str = "kaizen",
+    timeout_s: float = 300.0,
+    concurrency: int = 8,
 ) -> tuple[dict[str, str], Counter[str]]:
     """Greedy answers to held-out prompts through the gateway, without consent (never trained on).
 
@@ -347,8 +358,10 @@ async def answer_held_out(
     """
     answers: dict[str, str] = {}
     versions: Counter[str] = Counter()
-    async with httpx.AsyncClient(timeout=timeout_s) as http:
-        for prompt in prompts:
+    slots = asyncio.Semaphore(concurrency)  # concurrent requests share the gateway's generation batches
+
+    async def ask(http: httpx.AsyncClient, prompt: Prompt) -> None:
+        async with slots:
             response = await http.post(
                 f"{base_url}/chat/completions",
                 json={
@@ -359,9 +372,12 @@ async def answer_held_out(
                 },
                 headers={"X-Kaizen-Consent": "false", "X-Kaizen-User": f"held-out-{prompt.id}"},
             )
-            response.raise_for_status()
-            answers[prompt.id] = str(response.json()["choices"][0]["message"]["content"] or "")
-            versions[response.headers.get("x-kaizen-model-version", "unknown")] += 1
+        response.raise_for_status()
+        answers[prompt.id] = str(response.json()["choices"][0]["message"]["content"] or "")
+        versions[response.headers.get("x-kaizen-model-version", "unknown")] += 1
+
+    async with httpx.AsyncClient(timeout=timeout_s) as http:
+        await asyncio.gather(*(ask(http, prompt) for prompt in prompts))
     return answers, versions
 
 
@@ -400,9 +416,11 @@ async def drive(
     await ensure_topics(settings)
     watcher = LoopWatcher(settings, timeline)
     rounds: list[dict[str, Any]] = []
-    log("the base model answers the held-out prompts (the before)")
-    before, before_versions = await answer_held_out(
-        base_url, held_out, max_tokens=config.comparison.max_new_tokens
+    # The base answers the held-out prompts (the before) while the first rounds of traffic run: it is the
+    # champion until a promotion, and its answers share the gateway's generation batches with the users'.
+    log("the base model answers the held-out prompts (the before), alongside the first traffic")
+    before_task = asyncio.create_task(
+        answer_held_out(base_url, held_out, max_tokens=config.comparison.max_new_tokens)
     )
     after: dict[str, str] = {}
     after_versions: Counter[str] = Counter()
@@ -454,6 +472,13 @@ async def drive(
             if on_progress is not None:
                 on_progress(timeline, number)
             await asyncio.sleep(plan.pause_s)
+        if dead:
+            before_task.cancel()
+        try:
+            before, before_versions = await before_task
+        except (asyncio.CancelledError, httpx.HTTPError) as exc:
+            before, before_versions = {}, Counter()
+            timeline.failures.append(f"the base did not answer the held-out prompts: {exc!r}")
         if timeline.promoted:
             # Promotion moved the alias; give the gateway a moment to re-read its routing table.
             for _ in range(20):

@@ -82,31 +82,39 @@ class DeliveryPolicy:
         if self.broker is None:
             raise RuntimeError("the delivery policy has no broker")
         for record in _records(msg):
-            headers = {name: value.decode(errors="replace") for name, value in record.headers or ()}
-            headers |= {
-                DLQ_ERROR: f"{type(error).__name__}: {error}"[:4000],
-                DLQ_REASON: reason,
-                DLQ_CONSUMER: consumer,
-                DLQ_SOURCE: f"{record.topic}/{record.partition}@{record.offset}",
-                DLQ_ATTEMPTS: str(attempts),
-                DLQ_AT: datetime.now(UTC).isoformat(),
-            }
-            await self.broker.publish(
-                record.value, topic=dlq_topic(record.topic), key=record.key, headers=headers
-            )
-            self.metrics.dead_letters.labels(self.service, record.topic, reason).inc()
-            self.logger.warning(
-                "message sent to the dead-letter topic",
-                extra={
-                    "topic": record.topic,
-                    "dlq_topic": dlq_topic(record.topic),
-                    "consumer": consumer,
-                    "reason": reason,
-                    "attempts": attempts,
-                    "error": headers[DLQ_ERROR],
-                    "event_id": _event_id(record.value),
-                },
-            )
+            await self.dead_letter_record(record, error, attempts=attempts, reason=reason, consumer=consumer)
+
+    async def dead_letter_record(
+        self, record: Any, error: BaseException, *, attempts: int, reason: str, consumer: str
+    ) -> None:
+        """Put one Kafka record on its topic's DLQ, with headers naming the error and where it came from."""
+        if self.broker is None:
+            raise RuntimeError("the delivery policy has no broker")
+        headers = {name: value.decode(errors="replace") for name, value in record.headers or ()}
+        headers |= {
+            DLQ_ERROR: f"{type(error).__name__}: {error}"[:4000],
+            DLQ_REASON: reason,
+            DLQ_CONSUMER: consumer,
+            DLQ_SOURCE: f"{record.topic}/{record.partition}@{record.offset}",
+            DLQ_ATTEMPTS: str(attempts),
+            DLQ_AT: datetime.now(UTC).isoformat(),
+        }
+        await self.broker.publish(
+            record.value, topic=dlq_topic(record.topic), key=record.key, headers=headers
+        )
+        self.metrics.dead_letters.labels(self.service, record.topic, reason).inc()
+        self.logger.warning(
+            "message sent to the dead-letter topic",
+            extra={
+                "topic": record.topic,
+                "dlq_topic": dlq_topic(record.topic),
+                "consumer": consumer,
+                "reason": reason,
+                "attempts": attempts,
+                "error": headers[DLQ_ERROR],
+                "event_id": _event_id(record.value),
+            },
+        )
 
     def record_lag(self, msg: StreamMessage[Any], consumer_name: str) -> None:
         highwater = getattr(getattr(msg, "consumer", None), "highwater", None)
@@ -229,7 +237,32 @@ def create_broker(
         description=f"Kaizen {service}",
     )
     policy.broker = broker
+    POLICIES[id(broker)] = policy
     return broker
+
+
+POLICIES: dict[int, DeliveryPolicy] = {}
+"""Each broker's delivery policy, for handlers that dead-letter single records of a batch."""
+
+
+async def split_batch(
+    broker: KafkaBroker, message: StreamMessage[Any], models: dict[str, type[Envelope]], consumer: str
+) -> dict[str, list[Any]]:
+    """A batch's valid events by physical topic; each invalid record goes to its own DLQ at once.
+
+    A batch subscriber whose handler takes the raw ``KafkaMessage`` calls this: one record that fails
+    validation is dead-lettered alone (reason ``invalid``) instead of taking its whole batch with it.
+    """
+    policy = POLICIES[id(broker)]
+    events: dict[str, list[Any]] = {topic: [] for topic in models}
+    for record in _records(message):
+        try:
+            events[record.topic].append(
+                pydantic.TypeAdapter(models[record.topic]).validate_json(record.value or b"")
+            )
+        except pydantic.ValidationError as error:
+            await policy.dead_letter_record(record, error, attempts=1, reason="invalid", consumer=consumer)
+    return events
 
 
 def subscribe(

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import ClassVar
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, ClassVar
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from pythonjsonlogger.json import JsonFormatter
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -79,3 +81,70 @@ class BusMetrics:
             ["service", "topic"],
             registry=registry,
         )
+
+
+HTTP_REQUESTS = "kaizen_http_requests_total"
+"""Requests of every HTTP service: the series the Kubernetes prometheus-adapter rule turns into the HPAs'
+``kaizen_http_requests_per_second`` (deploy/helm/kaizen/prometheus-adapter.yaml)."""
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class HttpMetrics:
+    """Requests and response times of an HTTP service, one instance per registry."""
+
+    _by_registry: ClassVar[dict[int, HttpMetrics]] = {}
+
+    @classmethod
+    def of(cls, registry: CollectorRegistry = REGISTRY) -> HttpMetrics:
+        found = cls._by_registry.get(id(registry))
+        if found is None:
+            found = cls._by_registry[id(registry)] = cls(registry)
+        return found
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            HTTP_REQUESTS.removesuffix("_total"),
+            "HTTP requests by service, route and status",
+            ["service", "route", "status"],
+            registry=registry,
+        )
+        self.seconds = Histogram(
+            "kaizen_http_response_start_seconds",
+            "Time from a request's arrival to the start of its response, by service and route",
+            ["service", "route"],
+            registry=registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+        )
+
+
+class RequestMetrics:
+    """ASGI middleware counting requests by route and status (a plain ASGI wrapper: no per-request task).
+
+    The route is the request path when the app routed it to an endpoint, else ``unmatched`` (so scans of
+    unknown paths cannot blow up the label set).
+    """
+
+    def __init__(self, app: ASGIApp, service: str, registry: CollectorRegistry = REGISTRY) -> None:
+        self.app = app
+        self.service = service
+        self.metrics = HttpMetrics.of(registry)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                route = str(scope.get("path", "?")) if scope.get("endpoint") is not None else "unmatched"
+                self.metrics.requests.labels(self.service, route, str(message["status"])).inc()
+                self.metrics.seconds.labels(self.service, route).observe(time.perf_counter() - started)
+            await send(message)
+
+        await self.app(scope, receive, counting_send)

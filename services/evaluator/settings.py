@@ -76,7 +76,12 @@ class EvaluationSettings(BaseModel):
         description="Least mean of a candidate metric (a reward component or composite_reward).",
     )
     min_win_margin: float = Field(
-        0.05, ge=0, le=0.5, description="The candidate's win rate must be at least 0.5 plus this margin."
+        0.05,
+        ge=-0.5,
+        le=0.5,
+        description="The candidate's win rate must be at least 0.5 plus this margin. A negative margin makes "
+        "the gate a non-inferiority test (for metrics that cannot show what users prefer, e.g. without a "
+        "judge; the canary then compares live feedback).",
     )
     tolerance: float = Field(
         0.05,

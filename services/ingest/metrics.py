@@ -43,12 +43,6 @@ class IngestMetrics:
             ["source", "outcome"],
             registry=registry,
         )
-        self.requests = Counter(
-            "kaizen_ingest_http_requests_total",
-            "HTTP requests by route and status",
-            ["route", "status"],
-            registry=registry,
-        )
         self.publish_seconds = Histogram(
             "kaizen_ingest_publish_seconds",
             "Time from a request's records handed to Kafka to all acknowledged (acks=all)",

@@ -20,29 +20,22 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import httpx
 from faststream import AckPolicy, FastStream
 from faststream.kafka import KafkaBroker, KafkaMessage
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
-from pydantic import TypeAdapter, ValidationError
 
 from services.labeler.curator import Curator
 from services.labeler.labeling import Labeler
 from services.labeler.settings import LabelerSettings
 from shared.bus import (
-    DLQ_AT,
-    DLQ_ATTEMPTS,
-    DLQ_CONSUMER,
-    DLQ_ERROR,
-    DLQ_REASON,
-    DLQ_SOURCE,
     create_broker,
     declare_publisher,
     ensure_topics,
     publish_event,
+    split_batch,
 )
 from shared.events import (
     DATASET_READY,
@@ -54,7 +47,6 @@ from shared.events import (
     FeedbackReceived,
     TraceIngested,
     TraceLabeled,
-    dlq_topic,
 )
 from shared.rewards import RewardScorer, load_reward_config
 from shared.rewards.embeddings import SentenceEmbedder
@@ -203,32 +195,6 @@ def subscribe_topics(
         **options,
     )
     return decorator
-
-
-async def split_batch(
-    broker: KafkaBroker, message: KafkaMessage, models: dict[str, type[Envelope]], consumer: str
-) -> dict[str, list[Any]]:
-    """A batch's valid events by physical topic; each invalid message goes to its DLQ at once."""
-    events: dict[str, list[Any]] = {topic: [] for topic in models}
-    for record in message.raw_message:  # type: ignore[union-attr]
-        try:
-            events[record.topic].append(TypeAdapter(models[record.topic]).validate_json(record.value or b""))
-        except ValidationError as error:
-            headers = {name: value.decode(errors="replace") for name, value in record.headers or ()}
-            headers |= {
-                DLQ_ERROR: f"ValidationError: {error}"[:4000],
-                DLQ_REASON: "invalid",
-                DLQ_CONSUMER: consumer,
-                DLQ_SOURCE: f"{record.topic}/{record.partition}@{record.offset}",
-                DLQ_ATTEMPTS: "1",
-                DLQ_AT: datetime.now(UTC).isoformat(),
-            }
-            await broker.publish(record.value, topic=dlq_topic(record.topic), key=record.key, headers=headers)
-            log.warning(
-                "invalid message sent to the dead-letter topic",
-                extra={"topic": record.topic, "offset": record.offset, "consumer": consumer},
-            )
-    return events
 
 
 def create_app(

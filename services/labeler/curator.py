@@ -179,6 +179,8 @@ class Curator:
         """Evaluate every trigger; the first that fires records the project's one build request."""
         if await self.pending(project_id) is not None:
             return None
+        if await self.cooling_down(project_id):
+            return None
         trigger = await self.evaluate(project_id)
         if trigger is None:
             return None
@@ -205,6 +207,15 @@ class Curator:
             },
         )
         return trigger
+
+    async def cooling_down(self, project_id: str) -> bool:
+        """Whether the project's last dataset was built less than ``min_interval_s`` ago (a trigger that
+        built nothing does not count)."""
+        if self.config.min_interval_s <= 0:
+            return False
+        last = await self.state.get_json(self._last_key(project_id))
+        built_at = last.get("dataset_built_at") if last else None
+        return built_at is not None and self.clock() - float(built_at) < self.config.min_interval_s
 
     async def evaluate(self, project_id: str) -> Trigger | None:
         config = self.config
@@ -304,6 +315,7 @@ class Curator:
                     self._last_key(project_id),
                     {
                         "dataset_id": last["dataset_id"] if last else None,
+                        "dataset_built_at": last.get("dataset_built_at") if last else None,
                         "built_at": self.clock(),
                         "watermark": cutoff.isoformat(),
                     },
@@ -326,7 +338,12 @@ class Curator:
             )
         await self.state.put_json(
             self._last_key(project_id),
-            {"dataset_id": request.dataset_id, "built_at": self.clock(), "watermark": cutoff.isoformat()},
+            {
+                "dataset_id": request.dataset_id,
+                "dataset_built_at": self.clock(),
+                "built_at": self.clock(),
+                "watermark": cutoff.isoformat(),
+            },
         )
         return DatasetReady(
             producer=PRODUCER,

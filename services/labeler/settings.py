@@ -66,6 +66,13 @@ class CuratorSettings(BaseModel):
     error_rate_factor: float = Field(
         2.0, ge=1, description="...and it must be this many times the previous window's rate."
     )
+    min_interval_s: float = Field(
+        0.0,
+        ge=0,
+        description="Cooldown: least time after a project's last dataset before any trigger fires again, so "
+        "one candidate can finish training, evaluation and its canary before the next one is built "
+        "(labels keep being counted meanwhile).",
+    )
     tick_s: float = Field(15.0, gt=0, description="How often the curator checks time triggers and builds.")
     label_settle_s: float = Field(
         10.0,

@@ -18,13 +18,13 @@ import asyncio
 import logging
 
 from faststream import FastStream
-from faststream.kafka import KafkaBroker
+from faststream.kafka import KafkaBroker, KafkaMessage
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from services.rollout.controller import SERVICE, Controller
 from services.rollout.routing import KubernetesRouter, RedisRouter, TrafficRouter
 from services.rollout.settings import RolloutSettings
-from shared.bus import create_broker, declare_publisher, ensure_topics, publish_event, subscribe
+from shared.bus import create_broker, declare_publisher, ensure_topics, publish_event, split_batch, subscribe
 from shared.events import (
     EVAL_PASSED,
     FEEDBACK_RECEIVED,
@@ -121,17 +121,30 @@ def create_app(
     # The sample streams come in batches: one Redis round trip and one offset commit per batch.
     batching = {"batch": True, "max_records": settings.rollout.batch_size, "batch_timeout_ms": 100}
 
+    # Records are validated one by one (split_batch): an invalid one goes to the DLQ alone.
+    traces, labels, feedback = (
+        settings.kafka.topic(name) for name in (TRACE_INGESTED, TRACE_LABELED, FEEDBACK_RECEIVED)
+    )
+
     @subscribe(broker, settings, TRACE_INGESTED, TRACES_GROUP, **batching)
-    async def on_traces(events: list[TraceIngested]) -> None:
-        await resources.controller.record_traces(events)
+    async def on_traces(message: KafkaMessage) -> None:
+        events = await split_batch(
+            broker, message, {traces: TraceIngested}, settings.kafka.group(TRACES_GROUP)
+        )
+        await resources.controller.record_traces(events[traces])
 
     @subscribe(broker, settings, TRACE_LABELED, LABELS_GROUP, **batching)
-    async def on_labels(events: list[TraceLabeled]) -> None:
-        await resources.controller.record_labels(events)
+    async def on_labels(message: KafkaMessage) -> None:
+        events = await split_batch(
+            broker, message, {labels: TraceLabeled}, settings.kafka.group(LABELS_GROUP)
+        )
+        await resources.controller.record_labels(events[labels])
 
     @subscribe(broker, settings, FEEDBACK_RECEIVED, FEEDBACK_GROUP, **batching)
-    async def on_feedback(events: list[FeedbackReceived]) -> None:
-        await resources.controller.record_feedback(events)
+    async def on_feedback(message: KafkaMessage) -> None:
+        group = settings.kafka.group(FEEDBACK_GROUP)
+        events = await split_batch(broker, message, {feedback: FeedbackReceived}, group)
+        await resources.controller.record_feedback(events[feedback])
 
     return FastStream(
         broker,

@@ -224,6 +224,10 @@ class Controller:
                 if event.latency_ms is not None:
                     samples.append((version, "latency", event.latency_ms))
             await pipe.execute()
+        waiting = await self._waiting_feedback([e.trace_id for e in fresh])
+        for event in fresh:
+            version = event.model_version or BASE_VERSION
+            samples.extend((version, "feedback", value) for value in waiting.get(event.trace_id, []))
         return await self._record(samples)
 
     async def record_labels(self, events: Sequence[TraceLabeled]) -> int:
@@ -251,9 +255,36 @@ class Controller:
             if new
         ]
         versions = await self._versions([e.trace_id for e in fresh if e.model_version is None])
+        known = [e for e in fresh if e.model_version or e.trace_id in versions]
+        # Users often rate an answer before its trace is through ingest: such feedback waits for the
+        # trace (record_traces picks it up) instead of being dropped for want of a version.
+        waiting = [e for e in fresh if not (e.model_version or e.trace_id in versions)]
+        if waiting:
+            async with self.state.client.pipeline(transaction=False) as pipe:
+                for event in waiting:
+                    key = self.state.key("rollout", "feedback-waiting", event.trace_id)
+                    pipe.rpush(key, json.dumps(float(event.value or 0.0)).encode())
+                    pipe.expire(key, TRACE_VERSION_TTL_S)
+                await pipe.execute()
         return await self._record(
-            [(e.model_version or versions.get(e.trace_id), "feedback", float(e.value or 0.0)) for e in fresh]
+            [(e.model_version or versions.get(e.trace_id), "feedback", float(e.value or 0.0)) for e in known]
         )
+
+    async def _waiting_feedback(self, trace_ids: Sequence[str]) -> dict[str, list[float]]:
+        """Feedback values that arrived before their traces, taken (removed) for these traces."""
+        if not trace_ids:
+            return {}
+        keys = [self.state.key("rollout", "feedback-waiting", t) for t in trace_ids]
+        async with self.state.client.pipeline(transaction=True) as pipe:
+            for key in keys:
+                pipe.lrange(key, 0, -1)
+            pipe.delete(*keys)
+            *values, _ = await pipe.execute()
+        return {
+            trace_id: [float(json.loads(item)) for item in items]
+            for trace_id, items in zip(trace_ids, values, strict=True)
+            if items
+        }
 
     async def _versions(self, trace_ids: Sequence[str]) -> dict[str, str]:
         """The serving version of traces, from trace.ingested (feedback events may not carry it)."""

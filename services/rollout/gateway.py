@@ -28,6 +28,7 @@ import base64
 import json
 import logging
 import os
+import socket
 import sys
 import time
 import uuid
@@ -38,12 +39,14 @@ from typing import Any, Literal
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from services.rollout.engine import ChatEngine, Completion, EngineError, Sampling
+from services.rollout.engine import ChatEngine, Completion, EngineError, Sampling, StopFilter
 from services.rollout.routing import BASE_VERSION, Routing, assign_arm, mirrored, read_routing
 from services.rollout.settings import RolloutSettings
 from shared.state import RedisState
+from shared.telemetry import HttpMetrics
 
 log = logging.getLogger("kaizen.rollout.gateway")
 VERSION_HEADER = "X-Kaizen-Model-Version"
@@ -329,6 +332,13 @@ class Gateway:
         return span, format(span.get_span_context().trace_id, "032x")
 
     def _trace(self, span: Any, **fields: Any) -> None:
+        completion: Completion | None = fields.get("completion")
+        version = str(fields.get("version"))
+        outcome = "shadow" if fields.get("shadow") else ("error" if completion is None else "ok")
+        METRICS.completions.labels(version, outcome).inc()
+        if completion is not None:
+            METRICS.tokens.labels(version, "prompt").inc(completion.prompt_tokens)
+            METRICS.tokens.labels(version, "completion").inc(completion.completion_tokens)
         if self.tracer is not None and span is not None:
             self.tracer.record(span, served_model=self.served_model, **fields)
 
@@ -339,7 +349,7 @@ class Gateway:
             span, _ = self._begin(time.time_ns())
             try:
                 await self.load(version)
-                completion = await asyncio.to_thread(self.engine.complete, messages, version, sampling)
+                completion = await asyncio.wrap_future(self.engine.submit(messages, version, sampling))
                 self._trace(
                     span,
                     version=version,
@@ -377,7 +387,7 @@ class Gateway:
         span, trace_id = self._begin(started)
         try:
             await self.load(version)
-            completion = await asyncio.to_thread(self.engine.complete, messages, version, sampling)
+            completion = await asyncio.wrap_future(self.engine.submit(messages, version, sampling))
         except Exception as exc:
             self._trace(
                 span,
@@ -459,14 +469,19 @@ class Gateway:
         async def events() -> AsyncIterator[bytes]:
             sentinel = object()
             iterator = iter(pieces)
+            stops = StopFilter(sampling.stop)
             yield chunk({"role": "assistant", "content": ""})
             try:
                 while True:
                     piece = await asyncio.to_thread(next, iterator, sentinel)
                     if piece is sentinel:
                         break
-                    if piece:
-                        yield chunk({"content": piece})
+                    text = stops.feed(str(piece))
+                    if text:
+                        yield chunk({"content": text})
+                tail = stops.flush()
+                if tail:
+                    yield chunk({"content": tail})
                 completion: Completion = await asyncio.wrap_future(future)
             except Exception as exc:
                 self._trace(
@@ -528,10 +543,29 @@ class Gateway:
 
 
 api = FastAPI(title="Kaizen gateway", description="OpenAI-compatible chat completions, canaried.")
+CHAT_ROUTE = "/v1/chat/completions"
+
+
+class GatewayMetrics:
+    """What the gateway serves, by version (the request counts come from ``RequestMetrics``)."""
+
+    def __init__(self) -> None:
+        self.completions = Counter(
+            "kaizen_gateway_completions",
+            "Completions by served version and outcome (ok, error, shadow: a mirrored canary copy)",
+            ["version", "outcome"],
+        )
+        self.tokens = Counter(
+            "kaizen_gateway_tokens", "Prompt and completion tokens by served version", ["version", "kind"]
+        )
+
+
+METRICS = GatewayMetrics()
 
 
 @api.exception_handler(RequestValidationError)
 async def _invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+    HttpMetrics.of().requests.labels("gateway", request.url.path, "400").inc()
     problems = "; ".join(
         f"{'.'.join(str(part) for part in item['loc'] if part != 'body')}: {item['msg']}"
         for item in error.errors()
@@ -547,7 +581,10 @@ def _deployment(max_adapters: int) -> Any:
     class GatewayDeployment:
         def __init__(self, settings_json: str) -> None:
             settings = RolloutSettings.model_validate_json(settings_json)
-            engine = ChatEngine(settings.gateway.base_model)
+            options = settings.gateway
+            engine = ChatEngine(
+                options.base_model, max_batch_size=options.max_batch_size, batch_wait_ms=options.batch_wait_ms
+            )
             self.gateway = Gateway(settings, engine)
             self.gateway.load = self.load_adapter  # type: ignore[method-assign]
 
@@ -568,12 +605,29 @@ def _deployment(max_adapters: int) -> Any:
             await self.gateway.current_routing()
             return {"status": "ready"}
 
+        @api.get("/metrics")
+        async def metrics(self) -> Response:
+            # The process's registry, looked up here: a module global named in this class would reach the
+            # replica as a pickled copy of the driver's.
+            import prometheus_client
+
+            return Response(generate_latest(prometheus_client.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
         @api.get("/v1/models")
         async def models(self) -> dict[str, Any]:
             return await self.gateway.models()
 
-        @api.post("/v1/chat/completions", response_model=None)
+        @api.post(CHAT_ROUTE, response_model=None)
         async def chat(self, body: ChatRequest, request: Request) -> Response:
+            # Counted here: Serve's ingress does not run the app's own ASGI middleware.
+            started = time.perf_counter()
+            response = await self.answer(body, request)
+            http = HttpMetrics.of()
+            http.requests.labels("gateway", CHAT_ROUTE, str(response.status_code)).inc()
+            http.seconds.labels("gateway", CHAT_ROUTE).observe(time.perf_counter() - started)
+            return response
+
+        async def answer(self, body: ChatRequest, request: Request) -> Response:
             try:
                 caller = CallerContext.of(body, request.headers)
             except ValueError as exc:
@@ -632,6 +686,9 @@ def start_ray(num_cpus: float | None = None) -> None:
 
     if ray.is_initialized():
         return
+    # Ray starts its workers (the Serve replica that generates) at niceness 15 by default, so any busy
+    # process beside them on the host (a trainer, an evaluator) takes the CPU and requests time out.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     root = str(Path(__file__).resolve().parents[2])
     path = os.pathsep.join([root, *(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)])
     # Ray gives its raylet a fixed 30 s to register; on a saturated machine it can miss that, so the
@@ -642,7 +699,14 @@ def start_ray(num_cpus: float | None = None) -> None:
             ray.init(
                 num_cpus=num_cpus,
                 include_dashboard=False,
-                runtime_env={"env_vars": {"PYTHONPATH": path}},
+                runtime_env={
+                    "env_vars": {
+                        "PYTHONPATH": path,
+                        **{
+                            name: value for name, value in os.environ.items() if name.startswith("RAY_SERVE_")
+                        },
+                    }
+                },
                 log_to_driver=False,
             )
             return
@@ -653,12 +717,30 @@ def start_ray(num_cpus: float | None = None) -> None:
             ray.shutdown()
 
 
+def spare_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
 def serve(settings: RolloutSettings, *, blocking: bool = False) -> str:
     """Deploy the gateway on Ray Serve at ``gateway.host:gateway.port``; returns its base URL."""
     from ray import serve as ray_serve
 
-    start_ray(max(2.0, settings.gateway.num_cpus * settings.gateway.replicas + 1))
-    ray_serve.start(http_options={"host": settings.gateway.host, "port": settings.gateway.port})
+    options = settings.gateway
+    proxy_port = options.port
+    if options.direct_ingress:
+        options.port = options.port or spare_port(options.host)
+        # Each replica serves HTTP itself on port + i (Ray Serve's direct ingress, read by Ray's processes
+        # from the environment they inherit); Serve's proxy still runs, on a spare port, unused.
+        os.environ |= {
+            "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
+            "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(options.port),
+            "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(options.port + options.replicas),
+        }
+        proxy_port = spare_port(options.host)
+    start_ray(max(2.0, options.num_cpus * options.replicas + 1))
+    ray_serve.start(http_options={"host": options.host, "port": proxy_port})
     ray_serve.run(application(settings), name="kaizen-gateway", route_prefix="/", blocking=blocking)
     return f"http://{settings.gateway.host}:{settings.gateway.port}"
 

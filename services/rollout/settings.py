@@ -127,6 +127,21 @@ class GatewayOptions(BaseModel):
         4, ge=1, description="LoRA adapters kept loaded at once (least recently used go)."
     )
     max_new_tokens: int = Field(256, ge=1, description="Default and upper bound of max_tokens.")
+    max_batch_size: int = Field(
+        8, ge=1, description="Most completions with the same decoding settings generated as one batch."
+    )
+    batch_wait_ms: float = Field(
+        0.0,
+        ge=0,
+        description="How long the first request of a batch waits for others to join. 0: a batch starts at "
+        "once with what is waiting, and the requests that arrive while it generates form the next one.",
+    )
+    direct_ingress: bool = Field(
+        True,
+        description="The replica itself answers on host:port (Ray Serve direct ingress), without the hop "
+        "through Serve's HTTP proxy, which then listens on a spare port. With several replicas, replica "
+        "i listens on port + i.",
+    )
     routing_refresh_s: float = Field(
         0.25, gt=0, description="How often the gateway re-reads the weights and aliases from Redis."
     )

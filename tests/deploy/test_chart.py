@@ -285,3 +285,28 @@ def test_scaled_objects_name_the_topics_and_groups_the_code_subscribes_with(depl
     scaled = by_kind(render("values-eks.yaml"), "ScaledObject")[f"kaizen-{deployment}"]
     rendered = {(t["metadata"]["topic"], t["metadata"]["consumerGroup"]) for t in scaled["spec"]["triggers"]}
     assert rendered == code_subscriptions(*CONSUMER_APPS[deployment])
+
+
+def test_http_services_scale_on_a_metric_the_adapter_derives_from_what_they_export() -> None:
+    """Each requestRate metric of the chart is what the prometheus-adapter rule names, and that rule
+    reads the counter the HTTP services really export (shared.telemetry.HttpMetrics)."""
+    import re
+
+    from prometheus_client import CollectorRegistry
+
+    from shared.telemetry import HTTP_REQUESTS, HttpMetrics
+
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    wanted = {svc["requestRate"]["metric"] for svc in values["services"].values() if svc.get("requestRate")}
+    assert wanted == {"kaizen_http_requests_per_second"}
+
+    adapter = yaml.safe_load((ROOT / "deploy" / "prometheus-adapter" / "values.yaml").read_text())
+    (rule,) = adapter["rules"]["custom"]
+    series = rule["seriesQuery"].split("{")[0]
+    assert re.sub(rule["name"]["matches"], rule["name"]["as"], series) in wanted
+    assert "rate(<<.Series>>" in rule["metricsQuery"]
+
+    registry = CollectorRegistry()
+    HttpMetrics.of(registry).requests.labels("gateway", "/v1/chat/completions", "200").inc()
+    exported = {sample.name for family in registry.collect() for sample in family.samples}
+    assert series == HTTP_REQUESTS and series in exported

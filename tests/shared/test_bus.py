@@ -19,6 +19,7 @@ from shared.bus import (
     declare_publisher,
     ensure_topics,
     publish_event,
+    split_batch,
     subscribe,
 )
 from shared.events import EVENT_TYPES, TRACE_INGESTED, Envelope, TraceIngested, dlq_topic
@@ -212,3 +213,34 @@ async def test_a_failing_batch_dead_letters_each_of_its_records(settings: Kaizen
     )
     assert all(dict(record.headers)[DLQ_REASON] == b"retries_exhausted" for record in dead)
     assert sum(calls) == 2 * len(events), "each batch ran once and was retried once"
+
+
+async def test_split_batch_dead_letters_only_the_invalid_records(settings: KaizenSettings) -> None:
+    await ensure_topics(settings, [TRACE_INGESTED])
+    broker = create_broker(settings, "split-test")
+    topic = settings.kafka.topic(TRACE_INGESTED)
+    group = settings.kafka.group("split-consumer")
+    valid: list[str] = []
+
+    @subscribe(broker, settings, TRACE_INGESTED, "split-consumer", batch=True, max_records=50)
+    async def handle(message: KafkaMessage) -> None:
+        events = await split_batch(broker, message, {topic: TraceIngested}, group)
+        valid.extend(event.trace_id for event in events[topic])
+
+    good = next(e for e in sample_events(settings.project_id) if isinstance(e, TraceIngested))
+    traces = [good.model_copy(update={"trace_id": f"ok-{i}"}) for i in range(6)]
+    broken = {**json.loads(good.model_dump_json()), "trace_id": None}
+    async with broker:
+        await broker.start()
+        for event in traces[:3]:
+            await broker.publish(event.model_dump_json().encode(), topic=topic)
+        await broker.publish(json.dumps(broken).encode(), topic=topic)
+        for event in traces[3:]:
+            await broker.publish(event.model_dump_json().encode(), topic=topic)
+        (dead,) = await _read_all(settings, dlq_topic(topic), 1)
+        await _wait_for(lambda: len(valid) == len(traces))
+    assert sorted(valid) == sorted(event.trace_id for event in traces), "the batch's valid records went on"
+    headers = dict(dead.headers)
+    assert headers[DLQ_REASON] == b"invalid" and headers[DLQ_CONSUMER] == group.encode()
+    assert b"trace_id" in headers[DLQ_ERROR]
+    assert json.loads(dead.value)["trace_id"] is None

@@ -10,9 +10,8 @@ the others with ``{"detail": message}``.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
@@ -40,6 +39,7 @@ from services.ingest.redaction import Redactor
 from services.ingest.settings import IngestSettings
 from shared.bus import ensure_topics
 from shared.events import FEEDBACK_RAW, TRACE_RAW
+from shared.telemetry import RequestMetrics
 
 HTTP_STATUS: dict[type[IngestError], int] = {
     UndecodableBody: 400,
@@ -52,12 +52,6 @@ HTTP_STATUS: dict[type[IngestError], int] = {
     Overloaded: 429,
     Unavailable: 503,
 }
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-ASGIApp = Callable[
-    [Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]
-]
 
 
 def create_app(settings: IngestSettings | None = None, *, registry: CollectorRegistry = REGISTRY) -> FastAPI:
@@ -101,7 +95,7 @@ def create_app(settings: IngestSettings | None = None, *, registry: CollectorReg
     async def ingest_error(request: Request, exc: IngestError) -> Response:
         return error_response(request, exc)
 
-    app.add_middleware(RequestMetrics, metrics=metrics)
+    app.add_middleware(RequestMetrics, service="ingest-http", registry=registry)
     return app
 
 
@@ -118,28 +112,3 @@ def error_response(request: Request, exc: IngestError) -> Response:
         media_type = PROTOBUF if content_type == PROTOBUF else "application/json"
         return Response(status_body(media_type, status, message), status, headers, media_type=media_type)
     return JSONResponse({"detail": message}, status, headers)
-
-
-class RequestMetrics:
-    """Counts requests by route and status (a plain ASGI middleware: no per-request task or copy)."""
-
-    def __init__(self, app: ASGIApp, metrics: IngestMetrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(
-        self,
-        scope: Scope,
-        receive: Callable[[], Awaitable[Message]],
-        send: Callable[[Message], Awaitable[None]],
-    ) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def counting_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                self.metrics.requests.labels(scope.get("path", "?"), str(message["status"])).inc()
-            await send(message)
-
-        await self.app(scope, receive, counting_send)

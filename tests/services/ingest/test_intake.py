@@ -236,3 +236,8 @@ async def test_health_and_metrics(client: httpx.AsyncClient) -> None:
     metrics = (await client.get("/metrics")).text
     assert "kaizen_ingest_spans_received_total" in metrics
     assert 'kaizen_ingest_spans_accepted_total{kind="generation"}' in metrics
+    # The request counter the HTTP autoscaler's metric is derived from (deploy/prometheus-adapter).
+    assert 'kaizen_http_requests_total{route="/v1/traces",service="ingest-http",status="200"}' in metrics
+    await client.get("/no/such/path")
+    metrics = (await client.get("/metrics")).text
+    assert 'kaizen_http_requests_total{route="unmatched",service="ingest-http",status="404"}' in metrics

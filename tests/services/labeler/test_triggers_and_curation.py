@@ -215,3 +215,42 @@ async def test_curator_triggers_record_one_request_with_reason_and_numbers(setti
     request = await curator.pending(project)
     assert request is not None and request.reason == "time_interval" and request.details["elapsed_s"] == 61.0
     await state.close()
+
+
+@pytest.mark.integration
+async def test_cooldown_holds_every_trigger_until_min_interval_after_the_last_dataset(
+    settings: KaizenSettings,
+) -> None:
+    config = CuratorSettings(sample_count_threshold=5, min_new_samples=1, min_interval_s=300.0)
+    now = [5000.0]
+    state = RedisState(settings)
+
+    async def champion() -> str | None:
+        return None
+
+    curator = Curator(
+        config,
+        IcebergStore(settings),
+        state,
+        SentenceEmbedder.shared(),
+        load_reward_config(),
+        champion,
+        clock=lambda: now[0],
+    )
+    project = settings.project_id
+    await state.incr(curator._new_counter(project), 50)
+    # A trigger that built nothing does not start the cooldown; a built dataset does.
+    await state.put_json(curator._last_key(project), {"dataset_id": None, "built_at": now[0]})
+    assert await curator.cooling_down(project) is False
+    await state.put_json(
+        curator._last_key(project),
+        {"dataset_id": "ds-1", "dataset_built_at": now[0], "built_at": now[0], "watermark": None},
+    )
+    now[0] += 299.0
+    assert await curator.check(project) is None, "50 new samples, but the last dataset is 299 s old"
+    assert await curator.pending(project) is None
+    now[0] += 2.0
+    assert await curator.check(project) is not None
+    request = await curator.pending(project)
+    assert request is not None and request.reason == "sample_count" and request.counted == 50
+    await state.close()

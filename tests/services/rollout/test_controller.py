@@ -212,3 +212,60 @@ async def test_a_second_candidate_supersedes_when_configured(settings: KaizenSet
     aborted = next(e for e in stages.events if e.decision == "aborted")
     assert aborted.model_version == first
     assert f"superseded by version {second}" in aborted.reason
+
+
+async def test_feedback_that_arrives_before_its_trace_waits_for_it(settings: KaizenSettings) -> None:
+    """Users rate answers before the traces are through ingest: that feedback must still count for the
+    version that served it, once the trace is known."""
+    import uuid
+
+    from services.rollout.controller import Controller
+    from services.rollout.routing import RedisRouter
+    from shared.events import FeedbackReceived, TableRef, TraceIngested
+
+    rollout = rollout_settings(settings)
+    old = await asyncio.to_thread(register_version, rollout, 1)
+    new = await asyncio.to_thread(register_version, rollout, 2)
+    registry = ModelRegistry(rollout)
+    registry.set_alias(CHAMPION, old)
+    state = RedisState(rollout)
+    published: list[object] = []
+
+    async def publish(event: object) -> None:
+        published.append(event)
+
+    controller = Controller(rollout, state, registry, RedisRouter(state), publish)
+    try:
+        await controller.on_eval_passed(eval_passed(rollout, new, old))
+        active = await controller.active()
+        assert active is not None
+        common = {"producer": "test", "project_id": rollout.project_id}
+        early = [f"early-{uuid.uuid4().hex[:8]}" for _ in range(3)]
+        feedback = [
+            FeedbackReceived(
+                correlation_id=t, trace_id=t, feedback_id=uuid.uuid4().hex, kind="stars", value=v, **common
+            )
+            for t, v in zip(early, (0.25, 0.5, 1.0), strict=True)
+        ]
+        assert await controller.record_feedback(feedback) == 0, "no version known yet"
+        traces = [
+            TraceIngested(
+                correlation_id=t,
+                trace_id=t,
+                model="m",
+                model_version=version,
+                consent=True,
+                stored=TableRef(table="kaizen.traces"),
+                latency_ms=100.0,
+                **common,
+            )
+            for t, version in zip(early, (new, new, old), strict=True)
+        ]
+        await controller.record_traces(traces)
+        canary = await controller._arm(active, "all", new)
+        champion = await controller._arm(active, "all", old)
+        assert sorted(canary.feedback) == [0.25, 0.5] and champion.feedback == [1.0]
+        await controller.record_traces(traces)  # redelivered: nothing counted twice
+        assert sorted((await controller._arm(active, "all", new)).feedback) == [0.25, 0.5]
+    finally:
+        await state.close()

@@ -113,6 +113,14 @@ async def test_the_openai_client_gets_answers_naming_their_version(served: Serve
         i.replace(served.settings.mlflow.registered_model, "kaizen-chat") for i in ids
     }
 
+    async with httpx.AsyncClient(base_url=served.url, timeout=30) as http:
+        metrics = (await http.get("/metrics")).text
+    assert (
+        'kaizen_http_requests_total{route="/v1/chat/completions",service="gateway",status="200"}' in metrics
+    )
+    assert f'kaizen_gateway_completions_total{{outcome="ok",version="{version}"}}' in metrics
+    assert "kaizen_gateway_batch_rows_count" in metrics
+
 
 async def test_the_openai_client_streams(served: Served) -> None:
     def stream() -> tuple[list[Any], str]:
