@@ -11,7 +11,7 @@ import logging
 import sys
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self, cast
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from pythonjsonlogger.json import JsonFormatter
@@ -46,21 +46,30 @@ def serve_metrics(port: int, registry: CollectorRegistry = REGISTRY) -> None:
     start_http_server(port, registry=registry)
 
 
-class BusMetrics:
+class RegistryMetrics:
+    """A service's metrics, created once per Prometheus registry: ``Metrics.of(registry)`` builds them on
+    first use and returns the same instance after (several apps in one process share a registry)."""
+
+    _instances: ClassVar[dict[tuple[type, int], Any]] = {}
+
+    @classmethod
+    def of(cls, registry: CollectorRegistry = REGISTRY) -> Self:
+        key = (cls, id(registry))
+        found = RegistryMetrics._instances.get(key)
+        if found is None:
+            found = RegistryMetrics._instances[key] = cls(registry)
+        return cast(Self, found)
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        raise NotImplementedError
+
+
+class BusMetrics(RegistryMetrics):
     """What the bus measures beyond FastStream's own message metrics: lag and dead letters.
 
     One instance per registry (``BusMetrics.of(registry)``): several brokers in one process share it,
     told apart by the ``service`` label.
     """
-
-    _by_registry: ClassVar[dict[int, BusMetrics]] = {}
-
-    @classmethod
-    def of(cls, registry: CollectorRegistry = REGISTRY) -> BusMetrics:
-        found = cls._by_registry.get(id(registry))
-        if found is None:
-            found = cls._by_registry[id(registry)] = cls(registry)
-        return found
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.consumer_lag = Gauge(
@@ -94,17 +103,8 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-class HttpMetrics:
+class HttpMetrics(RegistryMetrics):
     """Requests and response times of an HTTP service, one instance per registry."""
-
-    _by_registry: ClassVar[dict[int, HttpMetrics]] = {}
-
-    @classmethod
-    def of(cls, registry: CollectorRegistry = REGISTRY) -> HttpMetrics:
-        found = cls._by_registry.get(id(registry))
-        if found is None:
-            found = cls._by_registry[id(registry)] = cls(registry)
-        return found
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.requests = Counter(

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from shared.telemetry import RegistryMetrics
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
-class IngestMetrics:
+class IngestMetrics(RegistryMetrics):
     """One instance per registry (``IngestMetrics.of(registry)``), shared by intake and worker."""
-
-    _by_registry: ClassVar[dict[int, IngestMetrics]] = {}
-
-    @classmethod
-    def of(cls, registry: CollectorRegistry = REGISTRY) -> IngestMetrics:
-        found = cls._by_registry.get(id(registry))
-        if found is None:
-            found = cls._by_registry[id(registry)] = cls(registry)
-        return found
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.spans_received = Counter(

@@ -20,7 +20,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import httpx
 from faststream import AckPolicy, FastStream
@@ -52,6 +52,7 @@ from shared.rewards import RewardScorer, load_reward_config
 from shared.rewards.embeddings import SentenceEmbedder
 from shared.state import RedisState
 from shared.store import IcebergStore
+from shared.telemetry import RegistryMetrics
 
 SERVICE = "labeler"
 LABELER_GROUP = "labeler"
@@ -63,17 +64,8 @@ TOPICS = (TRACE_INGESTED, FEEDBACK_RECEIVED, TRACE_LABELED, DATASET_READY)
 log = logging.getLogger("kaizen.labeler")
 
 
-class LabelerMetrics:
+class LabelerMetrics(RegistryMetrics):
     """What the labeler counts beyond the bus's message metrics. One instance per registry."""
-
-    _by_registry: ClassVar[dict[int, LabelerMetrics]] = {}
-
-    @classmethod
-    def of(cls, registry: CollectorRegistry = REGISTRY) -> LabelerMetrics:
-        found = cls._by_registry.get(id(registry))
-        if found is None:
-            found = cls._by_registry[id(registry)] = cls(registry)
-        return found
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.labels = Counter(

@@ -44,7 +44,7 @@ from shared.events import (
     TrainingFailureReason,
 )
 from shared.state import RedisState
-from shared.telemetry import configure_logging, serve_metrics
+from shared.telemetry import RegistryMetrics, configure_logging, serve_metrics
 
 SERVICE = "trainer-worker"
 EVENT_NAMESPACE = uuid.UUID("5b0f3c1e-7d8a-4c55-9f0e-6b7a2f1d9c40")
@@ -52,16 +52,7 @@ EVENT_NAMESPACE = uuid.UUID("5b0f3c1e-7d8a-4c55-9f0e-6b7a2f1d9c40")
 log = logging.getLogger("kaizen.trainer.worker")
 
 
-class WorkerMetrics:
-    _by_registry: dict[int, WorkerMetrics] = {}  # noqa: RUF012 - one set of metrics per registry
-
-    @classmethod
-    def of(cls, registry: CollectorRegistry = REGISTRY) -> WorkerMetrics:
-        found = cls._by_registry.get(id(registry))
-        if found is None:
-            found = cls._by_registry[id(registry)] = cls(registry)
-        return found
-
+class WorkerMetrics(RegistryMetrics):
     def __init__(self, registry: CollectorRegistry) -> None:
         self.jobs = Counter(
             "kaizen_trainer_jobs_total",

@@ -137,6 +137,29 @@ def test_held_out_split_is_a_pure_function_of_the_prompt() -> None:
     assert all(is_held_out(p, 0.1) == is_held_out(f"  {p.upper()} ", 0.1) for p in prompts[:100])
 
 
+def clocked_curator(
+    config: CuratorSettings,
+    settings: KaizenSettings,
+    state: RedisState,
+    now: list[float],
+    champion: str | None,
+) -> Curator:
+    """A curator over the real Redis and Iceberg whose clock reads ``now[0]`` and whose champion is fixed."""
+
+    async def champion_version() -> str | None:
+        return champion
+
+    return Curator(
+        config,
+        IcebergStore(settings),
+        state,
+        SentenceEmbedder.shared(),
+        load_reward_config(),
+        champion_version,
+        clock=lambda: now[0],
+    )
+
+
 @pytest.mark.integration
 async def test_curator_triggers_record_one_request_with_reason_and_numbers(settings: KaizenSettings) -> None:
     config = CuratorSettings(
@@ -150,19 +173,7 @@ async def test_curator_triggers_record_one_request_with_reason_and_numbers(setti
     )
     now = [1000.0]
     state = RedisState(settings)
-
-    async def champion() -> str | None:
-        return "7"
-
-    curator = Curator(
-        config,
-        IcebergStore(settings),
-        state,
-        SentenceEmbedder.shared(),
-        load_reward_config(),
-        champion,
-        clock=lambda: now[0],
-    )
+    curator = clocked_curator(config, settings, state, now, champion="7")
     project = settings.project_id
 
     def labeled(i: int, reward: float) -> TraceLabeled:
@@ -224,19 +235,7 @@ async def test_cooldown_holds_every_trigger_until_min_interval_after_the_last_da
     config = CuratorSettings(sample_count_threshold=5, min_new_samples=1, min_interval_s=300.0)
     now = [5000.0]
     state = RedisState(settings)
-
-    async def champion() -> str | None:
-        return None
-
-    curator = Curator(
-        config,
-        IcebergStore(settings),
-        state,
-        SentenceEmbedder.shared(),
-        load_reward_config(),
-        champion,
-        clock=lambda: now[0],
-    )
+    curator = clocked_curator(config, settings, state, now, champion=None)
     project = settings.project_id
     await state.incr(curator._new_counter(project), 50)
     # A trigger that built nothing does not start the cooldown; a built dataset does.
