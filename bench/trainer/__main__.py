@@ -7,7 +7,7 @@ checkpointing), the same learning rate and seed.
 
 - plain TRL: ``trl.DPOTrainer`` with the batch of 4 pairs in one forward pass (TRL's usual setting);
 - Kaizen: ``services.trainer`` with its defaults (the loss in the ``torch`` kernel backend, or ``grpc``
-  with ``--backend grpc --kernels-address host:port``), which on a CPU run one pair per forward pass and
+  with ``--backend grpc --kernels-address host:port``), which on a CPU run two pairs per forward pass and
   accumulate gradients over the 4 pairs: the same gradient, a fraction of the activations.
 
 Each variant runs in its own process; the table reports seconds per optimizer step (wall clock, the
@@ -59,7 +59,7 @@ def pairs(tokenizer: Any) -> list[dict[str, Any]]:
     return records
 
 
-def child(variant: str, steps: int, backend_name: str, address: str, out: Path) -> None:
+def child(variant: str, steps: int, backend_name: str, address: str, micro: int | None, out: Path) -> None:
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -127,6 +127,7 @@ def child(variant: str, steps: int, backend_name: str, address: str, out: Path) 
             max_length=TOKENS,
             save_steps=10_000,
             seed=SEED,
+            micro_batch_size=micro,
         ).resolve("dpo", cuda=False)
         kernels = KernelSettings(backend=backend_name, address=address)  # type: ignore[call-arg]
         trainer = build_trainer(
@@ -150,10 +151,14 @@ def child(variant: str, steps: int, backend_name: str, address: str, out: Path) 
     )
 
 
-def run_variant(variant: str, steps: int, backend: str, address: str, workdir: Path) -> dict[str, Any]:
+def run_variant(
+    variant: str, steps: int, backend: str, address: str, micro: int | None, workdir: Path
+) -> dict[str, Any]:
     out = workdir / f"{variant}.json"
     command = [sys.executable, "-m", "bench.trainer", "--child", variant, "--steps", str(steps)]
     command += ["--backend", backend, "--kernels-address", address, "--out", str(out)]
+    if micro:
+        command += ["--micro-batch", str(micro)]
     env = os.environ | {"PYTHONPATH": str(REPO_ROOT), "TQDM_DISABLE": "1"}
     process = subprocess.Popen(
         command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
@@ -185,12 +190,24 @@ def main() -> None:
         "--backend", default="torch", choices=["torch", "grpc"], help="Kaizen's kernel backend."
     )
     parser.add_argument("--kernels-address", default="127.0.0.1:50051", help="The kernel service, for grpc.")
+    parser.add_argument(
+        "--micro-batch",
+        type=int,
+        help="Kaizen's pairs per forward pass (default: the trainer's own, resolved for the CPU).",
+    )
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/kaizen-bench-trainer"))
     parser.add_argument("--child", choices=["trl", "kaizen"], help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.child:
-        child(options.child, options.steps, options.backend, options.kernels_address, options.out)
+        child(
+            options.child,
+            options.steps,
+            options.backend,
+            options.kernels_address,
+            options.micro_batch,
+            options.out,
+        )
         return
 
     from rich.console import Console
@@ -204,7 +221,14 @@ def main() -> None:
     runs: dict[str, list[dict[str, Any]]] = {"trl": [], "kaizen": []}
     for variant in order:
         console.print(f"running {variant} ({options.steps} timed steps + 1 warm-up) ...")
-        run = run_variant(variant, options.steps, options.backend, options.kernels_address, options.workdir)
+        run = run_variant(
+            variant,
+            options.steps,
+            options.backend,
+            options.kernels_address,
+            options.micro_batch,
+            options.workdir,
+        )
         console.print(
             f"  {variant}: steps {' '.join(f'{t:.2f}' for t in run['step_seconds'])} s wall, "
             f"{' '.join(f'{t:.2f}' for t in run['step_cpu_seconds'])} s CPU, "

@@ -7,8 +7,10 @@ every checkpoint.
 
 Kaizen's defaults are TRL's, with three exceptions, each for the CPU or for LoRA:
 
-- ``micro_batch_size`` is 1 on a CPU: each forward pass carries one item (one preference pair), and gradient
-  accumulation fills the configured ``batch_size``. The gradient is the same (TRL divides each micro-batch's
+- ``micro_batch_size`` is 2 on a CPU (1 for an odd ``batch_size``): each forward pass carries two items (two
+  preference pairs, four sequences), and gradient accumulation fills the configured ``batch_size``. Two
+  items per pass keep the matrix products wide enough to run as fast as TRL's whole batch per pass (one
+  item per pass was 7% slower in ``bench.trainer``). The gradient is the same (TRL divides each micro-batch's
   loss by the accumulation steps); the activation peak is a fraction of a full batch's.
 - ``bf16`` and ``gradient_checkpointing`` are off on a CPU (TRL turns both on by default).
 - ``learning_rate`` is 2e-5 with LoRA (TRL's 1e-6 is meant for full fine-tuning).
@@ -34,6 +36,8 @@ GRPO_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
 TRL_LEARNING_RATES: dict[str, float] = {"dpo": 1e-6, "grpo": 1e-6, "sft": 2e-5}
 """TRL 1.16's default learning rates (``DPOConfig``, ``GRPOConfig``, ``SFTConfig``), for full fine-tuning."""
 LORA_LEARNING_RATE = 2e-5
+CPU_MICRO_BATCH = 2
+"""Items per forward pass on a CPU unless configured (1 when it does not divide batch_size)."""
 
 
 @dataclass
@@ -101,8 +105,8 @@ class TrainingConfig:
         default=None,
         metadata={
             "help": "Items per forward pass; gradient accumulation fills batch_size with the same gradient. "
-            "None: 1 on a CPU (a fraction of the activation memory), batch_size on a GPU. Must divide "
-            "batch_size."
+            "None: 2 on a CPU, 1 for an odd batch_size (a fraction of the activation memory), batch_size on "
+            "a GPU. Must divide batch_size."
         },
     )
     max_length: int | None = field(
@@ -196,7 +200,9 @@ class TrainingConfig:
         chosen = self.algorithm or algorithm
         if chosen not in ALGORITHMS:
             raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {chosen!r}")
-        micro = self.micro_batch_size or (self.batch_size if cuda else 1)
+        micro = self.micro_batch_size or (self.batch_size if cuda else CPU_MICRO_BATCH)
+        if not self.micro_batch_size and not cuda and self.batch_size % micro:
+            micro = 1
         if self.batch_size % micro:
             raise ValueError(f"micro_batch_size {micro} must divide batch_size {self.batch_size}")
         if chosen == "grpo" and self.batch_size % self.num_generations:

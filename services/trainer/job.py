@@ -22,7 +22,7 @@ A failure no retry can fix (``TrainingFailure``: empty or broken dataset, NaN lo
 tagged on the run (``kaizen.failure_reason``, ``kaizen.failure_detail``), the run ends FAILED, and the
 error goes up to the caller, which publishes ``training.failed``.
 
-Hardware: on a CPU the defaults are float32, no gradient checkpointing, one item per micro-batch; on a
+Hardware: on a CPU the defaults are float32, no gradient checkpointing, two items per micro-batch; on a
 GPU, bf16 where supported, gradient checkpointing, the whole batch per micro-batch (accelerate places the
 model). Several GPUs or nodes: launch the same program with accelerate or torchrun, e.g.
 ``accelerate launch --num_processes 4 -m services.trainer.job --dataset-id ds-1`` (or

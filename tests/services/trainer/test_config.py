@@ -19,7 +19,9 @@ def test_every_field_has_help_text() -> None:
 def test_cpu_defaults_are_memory_frugal_and_float32() -> None:
     config = TrainingConfig().resolve("dpo", cuda=False)
     assert config.algorithm == "dpo"
-    assert config.micro_batch_size == 1 and config.gradient_accumulation_steps == 8
+    assert config.micro_batch_size == 2 and config.gradient_accumulation_steps == 4
+    odd = TrainingConfig(batch_size=5).resolve("dpo", cuda=False)
+    assert odd.micro_batch_size == 1 and odd.gradient_accumulation_steps == 5
     assert config.bf16 is False and config.gradient_checkpointing is False
     assert config.learning_rate == 2e-5, "LoRA's rate"
     assert config.use_lora

@@ -70,6 +70,7 @@ def trajectory(algorithm: str, tmp_path: Path) -> dict[str, list[float]]:
     config = TrainingConfig(
         base_model="tiny-random-llama",
         batch_size=4,
+        micro_batch_size=1,  # the trajectory was pinned one item per forward pass
         max_steps=3,
         learning_rate=5e-3,
         max_length=96,
