@@ -57,6 +57,21 @@ INVALID_ERRORS: tuple[type[BaseException], ...] = (
 """Failures no retry can fix: the message goes to the DLQ at once."""
 
 
+def dead_letter_headers(
+    record: Any, error: str, *, reason: str, consumer: str, attempts: int
+) -> dict[str, str]:
+    """A DLQ copy's headers: the record's own, plus why it failed, who gave up and where it came from."""
+    headers = {name: value.decode(errors="replace") for name, value in record.headers or ()}
+    return headers | {
+        DLQ_ERROR: error[:4000],
+        DLQ_REASON: reason,
+        DLQ_CONSUMER: consumer,
+        DLQ_SOURCE: f"{record.topic}/{record.partition}@{record.offset}",
+        DLQ_ATTEMPTS: str(attempts),
+        DLQ_AT: datetime.now(UTC).isoformat(),
+    }
+
+
 class DeliveryPolicy:
     """Retries, dead letters and lag for one broker (one service)."""
 
@@ -90,15 +105,9 @@ class DeliveryPolicy:
         """Put one Kafka record on its topic's DLQ, with headers naming the error and where it came from."""
         if self.broker is None:
             raise RuntimeError("the delivery policy has no broker")
-        headers = {name: value.decode(errors="replace") for name, value in record.headers or ()}
-        headers |= {
-            DLQ_ERROR: f"{type(error).__name__}: {error}"[:4000],
-            DLQ_REASON: reason,
-            DLQ_CONSUMER: consumer,
-            DLQ_SOURCE: f"{record.topic}/{record.partition}@{record.offset}",
-            DLQ_ATTEMPTS: str(attempts),
-            DLQ_AT: datetime.now(UTC).isoformat(),
-        }
+        headers = dead_letter_headers(
+            record, f"{type(error).__name__}: {error}", reason=reason, consumer=consumer, attempts=attempts
+        )
         await self.broker.publish(
             record.value, topic=dlq_topic(record.topic), key=record.key, headers=headers
         )

@@ -41,13 +41,8 @@ from services.ingest.redaction import Redactor
 from services.ingest.settings import IngestSettings
 from services.ingest.validation import Rejected, decode_events
 from shared.bus import (
-    DLQ_AT,
-    DLQ_ATTEMPTS,
-    DLQ_CONSUMER,
-    DLQ_ERROR,
-    DLQ_REASON,
-    DLQ_SOURCE,
     create_broker,
+    dead_letter_headers,
     declare_publisher,
     ensure_topics,
     subscribe,
@@ -304,15 +299,9 @@ class Worker:
         """Put each rejected message on its topic's DLQ, as the bus does: original message + why."""
         for item in rejected:
             record = records[item.index]
-            headers = {name: value.decode(errors="replace") for name, value in record.headers or ()}
-            headers |= {
-                DLQ_ERROR: item.reason[:4000],
-                DLQ_REASON: reason,
-                DLQ_CONSUMER: consumer,
-                DLQ_SOURCE: f"{record.topic}/{record.partition}@{record.offset}",
-                DLQ_ATTEMPTS: str(attempts),
-                DLQ_AT: datetime.now(UTC).isoformat(),
-            }
+            headers = dead_letter_headers(
+                record, item.reason, reason=reason, consumer=consumer, attempts=attempts
+            )
             await self.broker.publish(
                 record.value, topic=dlq_topic(record.topic), key=record.key, headers=headers
             )
