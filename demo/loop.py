@@ -34,7 +34,7 @@ import httpx
 
 from demo.config import LoopConfig
 from demo.workload.preference import PreferenceConfig, load_preference
-from demo.workload.prompts import Prompt, chat_messages, load_prompts, select
+from demo.workload.prompts import Prompt, WorkloadError, chat_messages, load_prompts, select
 from demo.workload.users import WorkloadConfig, WorkloadReport, run_workload
 from shared.bus import create_broker, ensure_topics, subscribe
 from shared.client import KaizenClient
@@ -449,25 +449,39 @@ async def drive(
                 break
             number += 1
             plan = config.workload
-            report: WorkloadReport = await run_workload(
-                WorkloadConfig(
-                    base_url=base_url,
-                    project_id=settings.project_id,
-                    users=plan.users,
-                    requests=plan.requests_per_round,
-                    concurrency=plan.concurrency,
-                    seed=config.seed * 100_003 + number,
-                    consent_share=plan.consent_share,
-                    max_tokens=plan.max_tokens,
-                    temperature=plan.temperature,
-                    timeout_s=plan.request_timeout_s,
-                    max_session_turns=plan.max_session_turns,
-                    run_tag=f"{settings.project_id}-r{number}",
-                ),
-                train,
-                preference,
-                feedback,
+            round_task = asyncio.create_task(
+                run_workload(
+                    WorkloadConfig(
+                        base_url=base_url,
+                        project_id=settings.project_id,
+                        users=plan.users,
+                        requests=plan.requests_per_round,
+                        concurrency=plan.concurrency,
+                        seed=config.seed * 100_003 + number,
+                        consent_share=plan.consent_share,
+                        max_tokens=plan.max_tokens,
+                        temperature=plan.temperature,
+                        timeout_s=plan.request_timeout_s,
+                        max_session_turns=plan.max_session_turns,
+                        run_tag=f"{settings.project_id}-r{number}",
+                    ),
+                    train,
+                    preference,
+                    feedback,
+                )
             )
+            # A round ends early when the loop is over (a promotion, a dead service, the time limit):
+            # its requests in flight are dropped rather than waited for, and the top of the loop says why.
+            while not round_task.done() and not (
+                timeline.promoted or supervisor.dead() or time.monotonic() > deadline
+            ):
+                await asyncio.wait({round_task}, timeout=0.5)
+            if not round_task.done():
+                round_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, WorkloadError):
+                    await round_task
+                continue
+            report: WorkloadReport = round_task.result()
             rounds.append(round_summary(number, timeline, report))
             if on_progress is not None:
                 on_progress(timeline, number)

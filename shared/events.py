@@ -19,6 +19,7 @@ Follow an event through the loop by its topic constant:
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal
@@ -80,6 +81,23 @@ class Envelope(BaseModel):
 class ChatMessage(BaseModel):
     role: str = Field(description="system, user, assistant or tool.")
     content: str = Field(description="The message text.")
+
+
+def prompt_chat(raw: Any) -> list[dict[str, str]] | None:
+    """A chat a model answers, from its JSON text (a trace's ``input_messages``, a dataset item's
+    ``messages``): a non-empty list of {role, content} ending with a user turn; None when it is not."""
+    try:
+        value = json.loads(raw) if isinstance(raw, str | bytes) else raw
+    except ValueError:
+        return None
+    if not isinstance(value, list) or not value:
+        return None
+    chat = [
+        {"role": m["role"], "content": m["content"]}
+        for m in value
+        if isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+    ]
+    return chat if len(chat) == len(value) and chat[-1]["role"] == "user" else None
 
 
 class Usage(BaseModel):

@@ -14,6 +14,8 @@ Tables (namespace ``kaizen`` unless configured):
 - ``datasets`` one row per dataset item with its lineage; partitioned by dataset_id; every dataset is
   written in one append, so it is exactly one snapshot (its id is carried by dataset.ready).
 
+A table written by an earlier release gains the columns its spec has added since, on first use.
+
 ``append`` writes a batch in one commit and retries when another writer won the commit race.
 pyiceberg is synchronous: async services call the store through ``asyncio.to_thread``.
 """
@@ -174,6 +176,12 @@ DATASETS_SPEC = TableSpec(
         _string(16, "config_hash"),
         NestedField(17, "created_at", TimestamptzType(), required=True),
         _string(18, "reward_components", doc="JSON list of the reward components a GRPO prompt uses."),
+        _string(
+            19,
+            "messages",
+            doc="JSON list of {role, content}: the chat the answers followed, as served (system prompt and "
+            "retrieved passages included); the prompt column is its last user turn.",
+        ),
     ),
     partition_spec=PartitionSpec(
         PartitionField(source_id=1, field_id=1000, transform=IdentityTransform(), name="dataset_id"),
@@ -233,7 +241,7 @@ class IcebergStore:
         except NamespaceAlreadyExistsError:
             pass
         try:
-            table = self.catalog.load_table(self.identifier(name))
+            table = self._with_new_columns(self.catalog.load_table(self.identifier(name)), spec)
         except NoSuchTableError:
             table = self.catalog.create_table_if_not_exists(
                 self.identifier(name),
@@ -242,6 +250,18 @@ class IcebergStore:
                 properties={"comment": spec.description, "format-version": "2"},
             )
         self._tables[name] = table
+        return table
+
+    @staticmethod
+    def _with_new_columns(table: Table, spec: TableSpec) -> Table:
+        """A table created by an earlier release gets the columns added to its spec since (all optional,
+        so the rows already written read them as null)."""
+        present = {field.name for field in table.schema().fields}
+        if all(field.name in present for field in spec.schema.fields):
+            return table
+        with table.update_schema() as update:
+            update.union_by_name(spec.schema)
+        log.info("table schema evolved", extra={"table": spec.name})
         return table
 
     def append(

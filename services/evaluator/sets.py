@@ -2,7 +2,8 @@
 
 - ``heldout``: the eval split of the dataset that produced the checkpoint (``datasets`` table, rows with
   ``split == "eval"``), one item per distinct prompt; its reference answer is the item's chosen answer
-  (DPO) or completion (SFT, GRPO).
+  (DPO) or completion (SFT, GRPO); it is asked in the chat the serving model answered (the item's
+  ``messages``) when the item has it.
 - ``golden``: the golden set versioned in the repo (prompts, contexts, reference answers).
 - ``regression``: the regression and safety prompts with rule checks (``shared.evalsets.check_rules``).
 
@@ -20,6 +21,7 @@ from pyiceberg.expressions import And, EqualTo
 from services.evaluator.errors import EvaluationError
 from services.evaluator.settings import EvaluationSettings
 from shared.evalsets import RegressionItem, load_golden, load_regression
+from shared.events import prompt_chat
 from shared.store import DATASETS, IcebergStore
 
 HELDOUT, GOLDEN, REGRESSION = "heldout", "golden", "regression"
@@ -37,6 +39,8 @@ class EvalItem:
     reference: str | None = None
     system: str | None = None
     checks: Mapping[str, Any] = field(default_factory=dict)
+    served: tuple[tuple[str, str], ...] = ()
+    """The chat as the serving model saw it, (role, content) per turn: a dataset item's messages."""
 
     @property
     def scored(self) -> bool:
@@ -44,7 +48,10 @@ class EvalItem:
         return self.set_name != REGRESSION
 
     def messages(self, include_contexts: bool = True) -> list[dict[str, str]]:
-        """The chat the model answers: the system prompt when the item has one, then the user turn."""
+        """The chat the model answers: the served chat when the item has one; else the system prompt
+        when the item has one, then the user turn (with the contexts when asked)."""
+        if self.served:
+            return [{"role": role, "content": content} for role, content in self.served]
         user = self.prompt
         if include_contexts and self.contexts:
             joined = "\n\n".join(self.contexts)
@@ -56,6 +63,13 @@ class EvalItem:
         return RegressionItem(
             id=self.item_id, prompt=self.prompt, checks=dict(self.checks), system=self.system
         )
+
+
+def _served(raw: Any) -> tuple[tuple[str, str], ...]:
+    """A dataset item's served chat; empty when it has none or it is not a chat ending with a user turn
+    (the item is then asked in the evaluator's own format)."""
+    chat = prompt_chat(raw) if raw else None
+    return tuple((m["role"], m["content"]) for m in chat) if chat else ()
 
 
 def heldout_items(rows: Sequence[Mapping[str, Any]], limit: int) -> list[EvalItem]:
@@ -75,6 +89,7 @@ def heldout_items(rows: Sequence[Mapping[str, Any]], limit: int) -> list[EvalIte
                 prompt=prompt,
                 contexts=tuple(row.get("contexts") or ()),
                 reference=reference or row.get("chosen") or None,
+                served=_served(row.get("messages")),
             )
         )
         if len(items) >= limit:

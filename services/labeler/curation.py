@@ -7,7 +7,8 @@ Pure functions over rows (no Kafka, no Redis, no Iceberg): the curator reads the
    missing there or has any row without consent is dropped);
 2. filters: prompt and response length bounds, decontamination against every evaluation set (n-gram
    overlap of prompt or response), exact duplicates (the best-rewarded copy stays);
-3. prompt groups: the same normalized prompt, merged with near-duplicates by MiniLM cosine;
+3. prompt groups: the same normalized prompt, merged with near-duplicates by MiniLM cosine; each item
+   keeps the chat its (chosen) answer followed, as served, so training sees what the model saw;
 4. the held-out split by prompt hash: a prompt whose hash falls under ``eval_fraction`` is held out and
    takes its whole group with it, so no prompt (nor a near-duplicate) is in both splits;
 5. items per group: DPO pairs (retry pairs from one session first, then best against worst) whose
@@ -35,6 +36,7 @@ import numpy.typing as npt
 
 from services.labeler.settings import CuratorSettings
 from shared.evalsets import Decontaminator
+from shared.events import prompt_chat
 
 Algorithm = Literal["dpo", "grpo", "sft"]
 Embed = Callable[[Sequence[str]], npt.NDArray[np.float32]]
@@ -56,6 +58,8 @@ class Sample:
     session_id: str | None
     contexts: tuple[str, ...]
     labeled_at: datetime | None = None
+    messages: str | None = None
+    """The chat the response followed, as served (JSON list of {role, content}), when the trace has it."""
 
 
 @dataclass
@@ -74,6 +78,16 @@ def prompt_bucket(prompt: str) -> float:
     """A stable number in [0, 1) from a prompt's normalized text: the split decision."""
     digest = hashlib.sha256(normalize_prompt(prompt).encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def served_messages(raw: Any, prompt: str) -> str | None:
+    """The trace's input messages as JSON when they are a chat whose last user turn is ``prompt`` (what
+    the model answered, system prompt and retrieved passages included); else None, and the dataset
+    falls back to the prompt alone."""
+    chat = prompt_chat(raw) if raw else None
+    if chat is None or normalize_prompt(chat[-1]["content"]) != normalize_prompt(prompt):
+        return None
+    return json.dumps(chat, ensure_ascii=False)
 
 
 def is_held_out(prompt: str, eval_fraction: float) -> bool:
@@ -213,6 +227,7 @@ def build_dataset(
                 session_id=label.get("session_id") or trace.get("session_id"),
                 contexts=tuple(trace.get("contexts") or ()),
                 labeled_at=label.get("labeled_at"),
+                messages=served_messages(trace.get("input_messages"), prompt),
             )
         )
     unique: dict[tuple[str, str], Sample] = {}
@@ -239,6 +254,7 @@ def build_dataset(
                 "kind": kind,
                 "prompt": prompt,
                 "contexts": list(sources[0].contexts),
+                "messages": sources[0].messages,
                 "source_trace_ids": [s.trace_id for s in sources],
                 "label_versions": [s.label_version for s in sources],
                 "config_hash": config_hash,

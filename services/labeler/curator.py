@@ -410,7 +410,15 @@ class Curator:
             self.store.read(
                 TRACES,
                 And(EqualTo("project_id", project_id), In("trace_id", sorted(trace_ids))),  # type: ignore[call-arg,misc]
-                selected_fields=("trace_id", "consent", "prompt", "response", "contexts", "session_id"),
+                selected_fields=(
+                    "trace_id",
+                    "consent",
+                    "prompt",
+                    "response",
+                    "contexts",
+                    "session_id",
+                    "input_messages",
+                ),
             ).to_pylist()
             if trace_ids
             else []

@@ -3,7 +3,9 @@
 ``dataset.ready`` names an Iceberg snapshot of the ``datasets`` table; the rows of one dataset id in that
 snapshot are the dataset (train, replay and eval splits). The trainer trains on train + replay, in
 TRL's conversational format when the tokenizer has a chat template (SmolLM2-Instruct does), so the
-adapter learns answers the way the served model is prompted:
+adapter learns answers the way the served model is prompted: a row's ``messages`` (the chat as served,
+system prompt and retrieved passages included) is the prompt when the row has it, else the ``prompt``
+column alone as one user turn. Without a chat template the turns are joined as plain text.
 
 - dpo:  ``prompt`` / ``chosen`` / ``rejected`` (rows of kind dpo);
 - sft:  ``prompt`` / ``completion`` (rows of kind sft; the chosen answers of dpo rows when there are none);
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from pyiceberg.expressions import EqualTo
 
 from services.trainer.errors import DatasetBroken, DatasetEmpty
+from shared.events import prompt_chat
 from shared.store import DATASETS, IcebergStore
 
 if TYPE_CHECKING:
@@ -79,6 +82,20 @@ def _text(row: dict[str, Any], name: str) -> str:
     return value if isinstance(value, str) else ""
 
 
+def _messages(row: dict[str, Any]) -> list[dict[str, str]] | None:
+    """The row's served chat, None when it has none; a value that is not a chat breaks the dataset."""
+    raw = row.get("messages")
+    if not raw:
+        return None
+    chat = prompt_chat(raw)
+    if chat is None:
+        raise DatasetBroken(
+            f"item {row.get('item_id')!r}: messages is not a JSON list of {{role, content}} ending with a "
+            f"user turn: {str(raw)[:80]!r}"
+        )
+    return chat
+
+
 def _components(row: dict[str, Any], default: Sequence[str]) -> list[str]:
     raw = row.get("reward_components")
     if not raw:
@@ -114,8 +131,9 @@ def training_records(
 ) -> list[dict[str, Any]]:
     """The records TRL's trainer for ``algorithm`` reads, from dataset rows; broken rows fail the job."""
 
-    def prompt_of(text: str) -> Any:
-        return [{"role": "user", "content": text}] if conversational else text
+    def prompt_of(row: dict[str, Any], text: str) -> Any:
+        chat = _messages(row) or [{"role": "user", "content": text}]
+        return chat if conversational else "\n\n".join(message["content"] for message in chat)
 
     def answer_of(text: str) -> Any:
         return [{"role": "assistant", "content": text}] if conversational else text
@@ -134,7 +152,11 @@ def training_records(
                     "chosen and rejected answers"
                 )
             records.append(
-                {"prompt": prompt_of(prompt), "chosen": answer_of(chosen), "rejected": answer_of(rejected)}
+                {
+                    "prompt": prompt_of(row, prompt),
+                    "chosen": answer_of(chosen),
+                    "rejected": answer_of(rejected),
+                }
             )
         elif algorithm == "sft":
             completion = _text(row, "completion") or (
@@ -142,11 +164,11 @@ def training_records(
             )
             if not completion:
                 raise DatasetBroken(f"item {item!r} (kind {row.get('kind')!r}) has no completion to imitate")
-            records.append({"prompt": prompt_of(prompt), "completion": answer_of(completion)})
+            records.append({"prompt": prompt_of(row, prompt), "completion": answer_of(completion)})
         elif algorithm == "grpo":
             records.append(
                 {
-                    "prompt": prompt_of(prompt),
+                    "prompt": prompt_of(row, prompt),
                     "reward_components": _components(row, default_components),
                     "contexts": list(row.get("contexts") or []),
                     "reference": _text(row, "completion") or _text(row, "chosen"),

@@ -6,10 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import boto3
 import pytest
+from pyiceberg.schema import Schema
 from pyiceberg.transforms import DayTransform, IdentityTransform
 
 from shared.settings import KaizenSettings
-from shared.store import DATASETS, LABELS, TRACES, IcebergStore, StoreError
+from shared.store import DATASETS, LABELS, TABLE_SPECS, TRACES, IcebergStore, StoreError
 
 pytestmark = pytest.mark.integration
 
@@ -159,3 +160,26 @@ def test_rows_that_do_not_fit_the_table_are_refused_by_name(settings: KaizenSett
         )
     with pytest.raises(StoreError, match="unknown table"):
         store.table("nope")
+
+
+def test_a_table_of_an_earlier_release_gains_the_new_columns(settings: KaizenSettings) -> None:
+    store = IcebergStore(settings)
+    spec = TABLE_SPECS[DATASETS]
+    old = Schema(*(field for field in spec.schema.fields if field.name != "messages"))
+    store.catalog.create_namespace_if_not_exists(store.namespace)
+    store.catalog.create_table(store.identifier(DATASETS), schema=old, partition_spec=spec.partition_spec)
+    now = datetime.now(UTC)
+    row = {
+        "dataset_id": "ds-1",
+        "project_id": settings.project_id,
+        "item_id": "i",
+        "split": "train",
+        "kind": "dpo",
+        "prompt": "Q?",
+        "created_at": now,
+    }
+    fresh = IcebergStore(settings)
+    fresh.append(DATASETS, [row, {**row, "item_id": "j", "messages": '[{"role": "user", "content": "Q?"}]'}])
+    assert "messages" in {field.name for field in fresh.table(DATASETS).schema().fields}
+    read = sorted(fresh.read(DATASETS).to_pylist(), key=lambda r: r["item_id"])
+    assert [r["messages"] for r in read] == [None, '[{"role": "user", "content": "Q?"}]']

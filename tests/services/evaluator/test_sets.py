@@ -37,6 +37,22 @@ def test_heldout_items_take_one_item_per_prompt_of_the_eval_split_with_its_refer
     assert len(heldout_items(rows, limit=1)) == 1
 
 
+def test_heldout_items_are_asked_in_the_chat_as_served() -> None:
+    served = [{"role": "system", "content": "Passages:\n[1] c"}, {"role": "user", "content": "Q1"}]
+    row = {
+        "item_id": "a",
+        "split": "eval",
+        "kind": "dpo",
+        "prompt": "Q1",
+        "chosen": "good",
+        "contexts": ["c"],
+    }
+    (item,) = heldout_items([{**row, "messages": json.dumps(served)}], limit=10)
+    assert item.messages() == served
+    (own,) = heldout_items([{**row, "messages": "[]"}], limit=10)
+    assert own.messages() == [{"role": "user", "content": "Context:\nc\n\nQuestion: Q1"}]
+
+
 def test_golden_and_regression_sets_are_limited_by_the_settings() -> None:
     settings = EvaluationSettings(golden_limit=3, regression_limit=0)
     golden = golden_items(settings)

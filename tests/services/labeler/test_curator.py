@@ -5,6 +5,7 @@ consent, decontamination, replay share, lineage, one snapshot)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -130,7 +131,21 @@ async def test_sample_count_trigger_gives_exactly_one_dataset_that_keeps_every_p
         for v, response in enumerate(variants):
             asked = prompt if not (g == 0 and v == 1) else prompt.replace("?", " ??")  # a near-duplicate
             trace_id = f"g{g}-v{v}-{uuid.uuid4().hex[:6]}"
-            rows.append(trace_row(project, trace_id, asked, response, contexts=[answer], session_id=session))
+            served = [
+                {"role": "system", "content": f"Passages:\n[1] {answer}"},
+                {"role": "user", "content": asked},
+            ]
+            rows.append(
+                trace_row(
+                    project,
+                    trace_id,
+                    asked,
+                    response,
+                    contexts=[answer],
+                    session_id=session,
+                    input_messages=json.dumps(served),
+                )
+            )
             consented.add(trace_id)
     refused = [f"refused-{i}-{uuid.uuid4().hex[:6]}" for i in range(3)]
     for i, trace_id in enumerate(refused):
@@ -189,6 +204,10 @@ async def test_sample_count_trigger_gives_exactly_one_dataset_that_keeps_every_p
     for pair in pairs:
         assert pair["chosen_reward"] - pair["rejected_reward"] >= curator.dpo_margin
         assert pair["chosen"] != pair["rejected"] and len(pair["source_trace_ids"]) == 2
+        # trained on in the chat the chosen answer followed: its system prompt carries the passages
+        served = json.loads(pair["messages"])
+        assert served[-1] == {"role": "user", "content": pair["prompt"]}
+        assert served[0]["role"] == "system" and pair["contexts"][0] in served[0]["content"]
     assert any(p["item_id"].startswith("dpo-retry") for p in pairs)
     near_dup = [
         p for p in items if p["kind"] == "grpo" and any(t.startswith("g0-") for t in p["source_trace_ids"])

@@ -3,6 +3,7 @@ each trigger records its reason with the numbers, and one request exists however
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,7 +11,13 @@ import numpy as np
 import pytest
 
 from services.labeler import triggers
-from services.labeler.curation import build_dataset, is_held_out, latest_labels, replay_count
+from services.labeler.curation import (
+    build_dataset,
+    is_held_out,
+    latest_labels,
+    replay_count,
+    served_messages,
+)
 from services.labeler.curator import Curator
 from services.labeler.labeling import LabelState, next_label_version
 from services.labeler.settings import CuratorSettings
@@ -128,6 +135,39 @@ def test_build_dataset_pairs_splits_and_replays() -> None:
     assert built.sizes["replay"] == replay_count(train, 0.5) == train
     assert built.algorithm == "sft"
     assert latest_labels(labels)[2]["label_version"] == 2
+
+
+def test_items_keep_the_chat_their_chosen_answer_followed() -> None:
+    prompt = "Pick a colour for the tent?"
+    served = [{"role": "system", "content": "Passages:\n[1] ctx"}, {"role": "user", "content": prompt}]
+    traces = [
+        {"trace_id": "a1", "consent": True, "contexts": ["ctx"], "input_messages": json.dumps(served)},
+        {"trace_id": "a2", "consent": True, "contexts": ["ctx"], "input_messages": json.dumps(served)},
+        # a chat whose last user turn is another question is not what this prompt was asked in
+        {
+            "trace_id": "b1",
+            "consent": True,
+            "input_messages": json.dumps([{"role": "user", "content": "Hi"}]),
+        },
+    ]
+    built = build_dataset(
+        dataset_id="ds",
+        project_id="p",
+        labels=[_label("a1", prompt, 0.9), _label("a2", prompt, 0.1), _label("b1", "Is wool warm?", 0.9)],
+        traces=traces,
+        earlier_items=[],
+        config=CuratorSettings(dpo_margin=0.3, eval_fraction=0.0),
+        decontaminator=Decontaminator([]),
+        embed=_embed,
+        reward_components=["context_similarity"],
+        config_hash="h",
+        created_at=datetime.now(UTC),
+    )
+    (pair,) = [row for row in built.rows if row["kind"] == "dpo"]
+    assert json.loads(pair["messages"]) == served
+    assert {row["messages"] for row in built.rows if row["source_trace_ids"][0] == "b1"} == {None}
+    assert served_messages("not json", prompt) is None
+    assert served_messages(json.dumps(served[:1]), prompt) is None, "no user turn last"
 
 
 def test_held_out_split_is_a_pure_function_of_the_prompt() -> None:

@@ -123,3 +123,30 @@ def test_each_algorithm_selects_its_own_kind_from_a_curated_dataset() -> None:
     assert to_hf_dataset(LoadedDataset("ds", train=rows, eval=[]), "dpo", conversational=False).num_rows == 1
     with pytest.raises(DatasetBroken, match="unknown algorithm 'ppo'"):
         rows_for(rows, "ppo")
+
+
+def test_items_are_prompted_with_the_chat_as_served() -> None:
+    served = [
+        {"role": "system", "content": "Answer from the passages.\n[1] The tent weighs 1.85 kg."},
+        {"role": "user", "content": "How much does the tent weigh?"},
+    ]
+    pair = {
+        "item_id": "a",
+        "kind": "dpo",
+        "prompt": "How much does the tent weigh?",
+        "chosen": "1.85 kg.",
+        "rejected": "About two kilos, I think.",
+        "messages": json.dumps(served),
+    }
+    (chat,) = training_records([pair], "dpo", conversational=True)
+    assert chat["prompt"] == served
+    assert chat["chosen"] == [{"role": "assistant", "content": "1.85 kg."}]
+    (plain,) = training_records([pair], "sft", conversational=False)
+    assert plain["prompt"] == served[0]["content"] + "\n\n" + served[1]["content"]
+    # Without messages (a dataset written before they were kept), the prompt alone is the user turn.
+    (bare,) = training_records([{**pair, "messages": None}], "dpo", conversational=True)
+    assert bare["prompt"] == [{"role": "user", "content": "How much does the tent weigh?"}]
+    with pytest.raises(DatasetBroken, match="messages is not a JSON list"):
+        training_records([{**pair, "messages": "{oops"}], "dpo", conversational=True)
+    with pytest.raises(DatasetBroken, match="ending with a user turn"):
+        training_records([{**pair, "messages": json.dumps(served[:1])}], "dpo", conversational=True)
