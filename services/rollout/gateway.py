@@ -743,6 +743,10 @@ def serve(settings: RolloutSettings, *, blocking: bool = False) -> str:
     # another thread, and every request's ASGI messages then hop between the two loops (about 2 ms of the
     # gateway's overhead in bench.rollout). The handlers never block: generation runs in the engine's thread.
     os.environ.setdefault("RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD", "0")
+    # Serve kills a proxy that is not ready within 5 s (10 s for a health check), and the start fails
+    # with it; on a saturated machine (every service loading a model at once) that is not long enough.
+    os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
+    os.environ.setdefault("RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S", "60")
     start_ray(max(2.0, options.num_cpus * options.replicas + 1))
     ray_serve.start(http_options={"host": options.host, "port": proxy_port})
     ray_serve.run(application(settings), name="kaizen-gateway", route_prefix="/", blocking=blocking)
