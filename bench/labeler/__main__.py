@@ -2,7 +2,8 @@
 
 1. The non-LLM path: every component computed in process (MiniLM context/reference similarity,
    string similarity, feedback, composite) for batches of realistic traces, as one labeler replica
-   computes them. Responses are all distinct; contexts come from a pool of documents (RAG traffic
+   computes them, with MiniLM in float32 and in bfloat16 (how far the similarities move is printed).
+   Responses are all distinct; contexts come from a pool of documents (RAG traffic
    retrieves the same documents again and again) and are embedded once.
 2. The judge path: ragas faithfulness + answer relevancy and the rubric through an OpenAI-compatible
    server on loopback with a fixed latency per call (started here, in its own process), at judge
@@ -28,6 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from shared.rewards import FeedbackSignal, JudgeEndpoint, RewardInput, RewardScorer, load_reward_config
+from shared.rewards.embeddings import SentenceEmbedder, resolve_precision
 
 console = Console()
 WORDS = [
@@ -97,24 +99,30 @@ def traffic(count: int, seed: int = 7) -> list[RewardInput]:
     ]
 
 
-async def non_llm(count: int, batch: int, *, embeddings: bool = True) -> tuple[float, float]:
+async def non_llm(
+    count: int, batch: int, *, embeddings: bool = True, precision: str = "auto"
+) -> tuple[float, float, list[float]]:
+    """Traces/s, seconds, and each trace's context similarity."""
     config = load_reward_config()
     if not embeddings:  # the same configuration without the MiniLM components
         weights = {
             k: v for k, v in config.weights.items() if k not in ("context_similarity", "reference_similarity")
         }
         config = config.model_copy(update={"weights": weights})
-    scorer = RewardScorer.create(config, judge=None)
+    embedder = SentenceEmbedder.shared(precision=precision) if embeddings else None
+    scorer = RewardScorer.create(config, judge=None, embedder=embedder)
     items = traffic(count)
     await scorer.score(items[:batch])  # the model is loaded and warm; these responses are then cached
     items = items[batch:]
     feedback = [FeedbackSignal("f", "copy")]
+    similarities: list[float] = []
     started = time.perf_counter()
     for start in range(0, len(items), batch):
         for components in await scorer.score(items[start : start + batch]):
             scorer.composite(components | {"feedback": scorer.feedback(feedback)})
+            similarities.append(float(components.get("context_similarity") or 0.0))
     elapsed = time.perf_counter() - started
-    return len(items) / elapsed, elapsed
+    return len(items) / elapsed, elapsed, similarities
 
 
 def free_port() -> int:
@@ -181,14 +189,44 @@ def main() -> int:
     args = parser.parse_args()
 
     table = Table(
-        "components", "traces", "seconds", "traces/s", "target", title="labeler: non-LLM path (one process)"
+        "components",
+        "MiniLM",
+        "traces",
+        "seconds",
+        "traces/s",
+        "vs float32",
+        "context similarity vs float32",
+        "target",
+        title="labeler: non-LLM path (one process; MiniLM's auto precision on this CPU: "
+        f"{resolve_precision('auto', 'cpu')})",
     )
-    for label, embeddings, count in (
-        ("all non-LLM (MiniLM similarities, string, feedback, composite)", True, args.traces),
-        ("without the MiniLM components (string, feedback, composite)", False, args.traces * 16),
+    full = asyncio.run(non_llm(args.traces, args.batch, precision="float32"))
+    for label, precision, embeddings, count in (
+        ("all non-LLM (MiniLM similarities, string, feedback, composite)", "float32", True, args.traces),
+        ("all non-LLM (MiniLM similarities, string, feedback, composite)", "bfloat16", True, args.traces),
+        ("without the MiniLM components (string, feedback, composite)", "-", False, args.traces * 16),
     ):
-        rate, elapsed = asyncio.run(non_llm(count, args.batch, embeddings=embeddings))
-        table.add_row(label, str(count - args.batch), f"{elapsed:.2f}", f"{rate:,.0f}", ">= 1,000")
+        if precision == "float32":
+            rate, elapsed, similarities = full
+        else:
+            rate, elapsed, similarities = asyncio.run(
+                non_llm(count, args.batch, embeddings=embeddings, precision="bfloat16")
+            )
+        drift = (
+            f"max |diff| {max(abs(a - b) for a, b in zip(similarities, full[2], strict=True)):.4f}"
+            if embeddings
+            else "-"
+        )
+        table.add_row(
+            label,
+            precision,
+            str(count - args.batch),
+            f"{elapsed:.2f}",
+            f"{rate:,.0f}",
+            f"{rate / full[0]:.1f}x",
+            drift,
+            ">= 1,000",
+        )
     console.print(table)
 
     calls = 3 + load_reward_config().ragas.answer_relevancy_strictness

@@ -114,7 +114,12 @@ class Resources:
         settings = self.settings
         await ensure_topics(settings, list(TOPICS))
         config = load_reward_config(settings.labeler.reward_config)
-        embedder = await asyncio.to_thread(SentenceEmbedder.shared, None, settings.labeler.embedding_device)
+        embedder = await asyncio.to_thread(
+            SentenceEmbedder.shared,
+            None,
+            settings.labeler.embedding_device,
+            settings.labeler.embedding_precision,
+        )
         store = IcebergStore(settings)
         self.state = RedisState(settings)
         if "labeler" in self.roles:

@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+from shared.rewards.embeddings import Precision
 from shared.rewards.judge import JudgeEndpoint
 from shared.settings import DEV_PLACEHOLDER_SECRET, KaizenSettings, SettingsError
 
@@ -40,6 +41,10 @@ class LabelingSettings(BaseModel):
         "feedback falls back to the labels table.",
     )
     embedding_device: str = Field("cpu", description="torch device of the MiniLM embedder.")
+    embedding_precision: Precision = Field(
+        "auto",
+        description="MiniLM precision: float32, bfloat16, or auto (bfloat16 where the CPU has it natively).",
+    )
 
 
 class CuratorSettings(BaseModel):

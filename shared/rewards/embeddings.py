@@ -3,6 +3,10 @@
 One model per process (``SentenceEmbedder.shared()``), loaded on first use from the package directory
 with the Hugging Face hub switched off. Embeddings are L2-normalized, computed in batches and cached by
 text: RAG contexts and reference answers repeat from trace to trace, so most of them are embedded once.
+
+Precision: ``auto`` (the default) runs the model in bfloat16 on a CPU with native bfloat16 arithmetic
+(AVX512-BF16 or AMX), float32 elsewhere. On such a CPU bfloat16 embeds 2.5x as many texts a second, and
+cosine similarities move by at most 0.005 (``python -m bench.labeler`` measures both).
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, TypeAlias
+from typing import Any, ClassVar, Literal, TypeAlias, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -19,6 +23,22 @@ import numpy.typing as npt
 from shared.rewards.config import RewardError
 
 Vectors: TypeAlias = npt.NDArray[np.float32]
+Precision: TypeAlias = Literal["auto", "float32", "bfloat16"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """``float32`` or ``bfloat16``: what ``precision`` means on ``device``."""
+    if precision not in PRECISIONS:
+        raise RewardError(f"embedding precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    if device != "cpu":
+        return "float32"
+    import torch
+
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return "bfloat16" if native else "float32"
 
 
 def minilm_path() -> Path:
@@ -33,7 +53,7 @@ def minilm_path() -> Path:
 class SentenceEmbedder:
     """Normalized sentence embeddings with a bounded per-text cache. Thread-safe."""
 
-    _shared: ClassVar[dict[tuple[str, str], SentenceEmbedder]] = {}
+    _shared: ClassVar[dict[tuple[str, str, str], SentenceEmbedder]] = {}
     _shared_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(
@@ -41,6 +61,7 @@ class SentenceEmbedder:
         model_path: Path | str | None = None,
         *,
         device: str = "cpu",
+        precision: str = "auto",
         batch_size: int = 128,
         cache_size: int = 200_000,
         max_seq_length: int | None = None,
@@ -49,7 +70,12 @@ class SentenceEmbedder:
         from sentence_transformers import SentenceTransformer
 
         self.model_path = Path(model_path) if model_path is not None else minilm_path()
+        self.precision = resolve_precision(precision, device)
         self.model: Any = SentenceTransformer(str(self.model_path), device=device, local_files_only=True)
+        if self.precision == "bfloat16":
+            import torch
+
+            self.model = self.model.to(torch.bfloat16)
         if max_seq_length is not None:
             self.model.max_seq_length = max_seq_length
         self.batch_size = batch_size
@@ -63,13 +89,15 @@ class SentenceEmbedder:
         self._lock = threading.Lock()
 
     @classmethod
-    def shared(cls, model_path: Path | str | None = None, device: str = "cpu") -> SentenceEmbedder:
-        """The process-wide embedder of a model and device, loaded once."""
-        key = (str(model_path or ""), device)
+    def shared(
+        cls, model_path: Path | str | None = None, device: str = "cpu", precision: str = "auto"
+    ) -> SentenceEmbedder:
+        """The process-wide embedder of a model, device and precision, loaded once."""
+        key = (str(model_path or ""), device, resolve_precision(precision, device))
         with cls._shared_lock:
             found = cls._shared.get(key)
             if found is None:
-                found = cls._shared[key] = cls(model_path, device=device)
+                found = cls._shared[key] = cls(model_path, device=device, precision=key[2])
             return found
 
     def embed(self, texts: Sequence[str]) -> Vectors:
@@ -79,13 +107,13 @@ class SentenceEmbedder:
         with self._lock:
             missing = list(dict.fromkeys(text for text in texts if text not in self._cache))
             if missing:
-                encoded = self.model.encode(
+                raw = self.model.encode(
                     missing,
                     batch_size=self.batch_size,
-                    normalize_embeddings=True,
-                    convert_to_numpy=True,
+                    convert_to_tensor=True,  # numpy has no bfloat16: normalized after the cast to float32
                     show_progress_bar=False,
                 )
+                encoded = _normalized(raw.float().cpu().numpy())
                 overflow = len(self._cache) + len(missing) - self.cache_size
                 if overflow > 0:  # drop the oldest entries (dicts keep insertion order)
                     for stale in list(self._cache)[:overflow]:
@@ -98,3 +126,9 @@ class SentenceEmbedder:
     def embed_one(self, text: str) -> Vectors:
         row: Vectors = self.embed([text])[0]
         return row
+
+
+def _normalized(rows: Vectors) -> Vectors:
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    result: Vectors = (rows / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+    return result

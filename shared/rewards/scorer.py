@@ -14,6 +14,7 @@ in process: that is the fast, non-LLM path (embeddings batched and cached across
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,13 @@ class RewardInput:
     response: str
     contexts: tuple[str, ...] = ()
     reference: str | None = None
+
+
+def scoring_hash(config: RewardConfig, precision: str | None) -> str:
+    """The configuration hash of labels scored with ``config`` and embeddings of ``precision``."""
+    if precision in (None, "float32"):
+        return config.config_hash
+    return hashlib.sha256(f"{config.config_hash}:minilm-{precision}".encode()).hexdigest()[:16]
 
 
 class RewardScorer:
@@ -95,7 +103,9 @@ class RewardScorer:
 
     @property
     def config_hash(self) -> str:
-        return self.config.config_hash
+        """The hash recorded with every label: the reward configuration's, and the embedding precision
+        when it is not float32 (bfloat16 similarities differ from float32's in the third decimal)."""
+        return scoring_hash(self.config, self.embedder.precision if self.embedder is not None else None)
 
     async def score(self, items: Sequence[RewardInput], *, use_judge: bool = True) -> list[Components]:
         """Every component but feedback for each item (None where one cannot be computed).

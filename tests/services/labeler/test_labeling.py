@@ -12,6 +12,8 @@ import pytest
 from services.labeler.labeling import Labeler
 from shared.events import FEEDBACK_RECEIVED, TRACE_INGESTED
 from shared.rewards import composite_reward, load_reward_config
+from shared.rewards.embeddings import resolve_precision
+from shared.rewards.scorer import scoring_hash
 from shared.settings import KaizenSettings
 from shared.state import RedisState
 from shared.store import LABELS, IcebergStore
@@ -85,6 +87,8 @@ async def test_feedback_before_or_after_its_trace_gives_the_same_reward_and_late
 
         latest = observer.latest()
         config = load_reward_config()
+        precision = resolve_precision(labeler.labeler.embedding_precision, labeler.labeler.embedding_device)
+        expected_hash = scoring_hash(config, precision)  # the reward config's, plus a bfloat16 MiniLM's
         for trace_a, trace_b, (kind, _) in zip(first, later, FEEDBACK, strict=True):
             a, b = latest[trace_a], latest[trace_b]
             assert a.label_version == 2 and b.label_version == 1
@@ -92,7 +96,7 @@ async def test_feedback_before_or_after_its_trace_gives_the_same_reward_and_late
             assert a.components == b.components
             assert a.components["feedback"] is not None
             assert a.composite_reward == composite_reward(a.components, config).composite_reward
-            assert a.config_hash == config.config_hash
+            assert a.config_hash == expected_hash
         assert latest[first[2]].components["feedback"] == 0.0  # a retry, clamped: present, not missing
         assert sorted(len(observer.versions(t)) for t in first + later) == [1, 1, 1, 2, 2, 2], "no duplicates"
 

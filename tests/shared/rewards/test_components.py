@@ -9,6 +9,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -25,8 +26,9 @@ from shared.rewards import (
     load_reward_config,
 )
 from shared.rewards.config import DEFAULT_REWARD_CONFIG, FeedbackWeights, Rubric
-from shared.rewards.embeddings import SentenceEmbedder
+from shared.rewards.embeddings import SentenceEmbedder, resolve_precision
 from shared.rewards.judge import parse_rubric_reply
+from shared.rewards.scorer import scoring_hash
 from shared.rewards.similarity import string_similarity
 
 CONFIG = load_reward_config()
@@ -160,6 +162,27 @@ def test_offline_components_match_ragas_metrics(offline_scorer: RewardScorer) ->
     assert found["context_similarity"] == pytest.approx(to_context, abs=1e-5)
     assert found["string_similarity"] == pytest.approx(string, abs=1e-12)
     assert found["string_similarity"] == string_similarity(item.reference or "", item.response)
+
+
+def test_bfloat16_minilm_agrees_with_float32_and_a_bad_precision_is_named() -> None:
+    texts = [
+        "You can return unworn boots within 45 days of delivery.",
+        "Unworn items may be returned within 45 days of delivery.",
+        "Gift cards last three years.",
+        "The tent pole snapped in the wind; can I get a spare?",
+    ]
+    full = SentenceEmbedder.shared(precision="float32")
+    half = SentenceEmbedder.shared(precision="bfloat16")
+    assert (full.precision, half.precision) == ("float32", "bfloat16") and full is not half
+    a, b = full.embed(texts), half.embed(texts)
+    assert a.dtype == b.dtype == np.float32
+    assert np.allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
+    assert np.abs(a @ a.T - b @ b.T).max() < 0.01  # cosine similarities move in the third decimal
+    assert np.argsort(a[0] @ a[1:].T).tolist() == np.argsort(b[0] @ b[1:].T).tolist()
+    assert resolve_precision("auto", "cuda") == "float32"
+    with pytest.raises(RewardError, match="must be one of auto, float32, bfloat16, got 'fp8'"):
+        resolve_precision("fp8", "cpu")
+    assert scoring_hash(CONFIG, "float32") == CONFIG.config_hash != scoring_hash(CONFIG, "bfloat16")
 
 
 def test_offline_path_marks_what_it_cannot_compute_missing(offline_scorer: RewardScorer) -> None:
