@@ -113,8 +113,9 @@ def main(
     stack: Annotated[bool, typer.Option(help="Start the local stack first.")] = True,
 ) -> None:
     """Run the closed loop until a new champion serves 100% (or the time limit) and report."""
-    from shared.services import ServiceError
+    from shared.services import ServiceError, interrupt_on_sigterm
 
+    interrupt_on_sigterm()  # `kill` or a CI timeout stops the loop's services too, as Ctrl-C does
     try:
         result, _ = run_demo(load_config(config), run_settings(), stack=stack)
     except ServiceError as error:

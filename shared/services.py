@@ -84,6 +84,13 @@ def http_ok(url: str, timeout_s: float = 2.0) -> bool:
         return False
 
 
+def interrupt_on_sigterm() -> None:
+    """From now on SIGTERM stops this process as Ctrl-C does (``KeyboardInterrupt``), so ``finally``
+    blocks run and a supervisor stops its services (Python's default SIGTERM ends the process on the
+    spot, leaving them running). Call it from the main thread."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
 class Supervisor:
     """Starts, watches and stops the services of one loop."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -131,3 +132,36 @@ def test_a_service_alone_starts_before_the_next_ones_launch(tmp_path: Path) -> N
         assert supervisor.dead() == []
     finally:
         supervisor.stop()
+
+
+def test_sigterm_to_the_supervising_process_stops_its_services(tmp_path: Path) -> None:
+    """As `kill` of a running demo: the services it started stop with it."""
+    script = f"""
+import sys, time
+from pathlib import Path
+from shared.services import ServiceSpec, Supervisor, interrupt_on_sigterm
+interrupt_on_sigterm()
+supervisor = Supervisor(Path({str(tmp_path)!r}))
+try:
+    supervisor.start([ServiceSpec("sleeper", {SLEEPER!r}, settle_s=0.5)])
+    print(supervisor.recorded()["sleeper"]["pid"], flush=True)
+    time.sleep(600)
+finally:
+    supervisor.stop(grace_s=5.0)
+"""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        assert _alive(child)
+        parent.send_signal(signal.SIGTERM)
+        parent.wait(timeout=30)
+        assert not _alive(child), "the service outlived the SIGTERM'd supervisor"
+        assert Supervisor(tmp_path).recorded() == {}
+    finally:
+        parent.kill()
