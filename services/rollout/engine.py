@@ -14,6 +14,7 @@ completion carries its token ids and the log-probs of those tokens under the ser
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import Histogram
+from prometheus_client import Gauge, Histogram
 
 from services.rollout.errors import RolloutError
 from services.rollout.routing import BASE_VERSION
@@ -34,6 +35,9 @@ BATCH_ROWS = Histogram(
     "kaizen_gateway_batch_rows",
     "Completions generated together in one batch",
     buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32),
+)
+ADAPTERS_LOADED = Gauge(
+    "kaizen_gateway_adapter_loaded", "1 for each version whose LoRA adapter is loaded", ["version"]
 )
 PEFT_BASE = "__base__"
 """PEFT's adapter name for "no adapter" in a mixed-adapter batch."""
@@ -169,12 +173,15 @@ class ChatEngine:
                 self.model = PeftModel.from_pretrained(self.model, str(directory), adapter_name=version)
             self.model.eval()
             self.adapters.add(version)
+        ADAPTERS_LOADED.labels(version).set(1)
 
     def unload_adapter(self, version: str) -> None:
         with self._lock:
             if version in self.adapters:
                 self.model.delete_adapter(version)
                 self.adapters.discard(version)
+                with contextlib.suppress(KeyError):
+                    ADAPTERS_LOADED.remove(version)
 
     # ------------------------------------------------------------------ generation
 

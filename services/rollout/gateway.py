@@ -284,13 +284,35 @@ class Gateway:
         self.routing_read_at = 0.0
         self.tracer = CompletionTracer(settings) if self.options.ingest_url else None
         self.background: set[asyncio.Task[None]] = set()
+        self.warmed: set[str] = set()
 
     async def current_routing(self) -> Routing:
         now = time.monotonic()
         if now - self.routing_read_at >= self.options.routing_refresh_s:
             self.routing = await read_routing(self.state)
             self.routing_read_at = now
+            self._warm(self.routing)
         return self.routing
+
+    def _warm(self, routing: Routing) -> None:
+        """Load the adapters of the versions the routing names, in the background, as soon as it names
+        them: a canary's first users would otherwise wait for its adapter to download and load, and at
+        a 5% stage those few answers are all the canary's latency there is to compare."""
+        for version in (routing.champion_version, routing.canary_version):
+            if version is None or version == BASE_VERSION or version in self.warmed:
+                continue
+            self.warmed.add(version)
+
+            async def load(version: str = version) -> None:
+                try:
+                    await self.load(version)
+                except Exception as exc:  # the first request loads it again, and says why it cannot
+                    self.warmed.discard(version)
+                    log.warning("could not load a routed version ahead of its requests: %r", exc)
+
+            task = asyncio.create_task(load())
+            self.background.add(task)
+            task.add_done_callback(self.background.discard)
 
     async def pick(self, caller: CallerContext) -> tuple[str, bool]:
         """The version that answers this caller, and whether a copy is mirrored to the canary."""

@@ -291,3 +291,51 @@ async def test_shadow_mode_answers_with_the_champion_and_mirrors_to_the_canary(s
             break
     assert len(shadows) == 4
     assert all("shadow" in record.tags for record in shadows)
+
+
+async def test_a_newly_routed_canary_is_loaded_before_any_user_is_sent_to_it(served: Served) -> None:
+    """The controller names a new canary; the gateway loads its adapter on the next routing read, so its
+    first users do not wait for the download and load (their latency is the canary's, in the analysis)."""
+    later = await asyncio.to_thread(register_version, served.settings, 23)
+    state = RedisState(served.settings)
+    router = RedisRouter(state)
+    registered = served.settings.mlflow.registered_model
+    loaded = f'kaizen_gateway_adapter_loaded{{version="{later}"}} 1.0'
+    try:
+        async with httpx.AsyncClient(base_url=served.url, timeout=30) as client:
+            assert loaded not in (await client.get("/metrics")).text
+            await router.apply(
+                Routing(
+                    champion_version=served.champion,
+                    canary_version=later,
+                    canary_weight=0.0,  # named, but no user goes to it yet
+                    rollout_id="r-warm",
+                    stage=0,
+                    registered_model=registered,
+                )
+            )
+            await asyncio.sleep(2 * served.settings.gateway.routing_refresh_s)
+            raw = await asyncio.to_thread(ask, served, "warm-user")
+            assert raw.headers[VERSION_HEADER] == served.champion
+            deadline = asyncio.get_running_loop().time() + 60
+            while loaded not in (text := (await client.get("/metrics")).text):
+                assert asyncio.get_running_loop().time() < deadline, "the canary was not loaded ahead"
+                await asyncio.sleep(0.5)
+        served_by_it = [
+            line
+            for line in text.splitlines()
+            if line.startswith("kaizen_gateway_completions_total{") and f'version="{later}"' in line
+        ]
+        assert served_by_it == [], "loaded ahead, not by a user's request"
+    finally:
+        await router.apply(
+            Routing(
+                champion_version=served.champion,
+                canary_version=served.canary,
+                canary_weight=0.5,
+                rollout_id="r-test",
+                stage=2,
+                registered_model=registered,
+            )
+        )
+        await state.close()
