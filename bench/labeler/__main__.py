@@ -200,21 +200,18 @@ def main() -> int:
         title="labeler: non-LLM path (one process; MiniLM's auto precision on this CPU: "
         f"{resolve_precision('auto', 'cpu')})",
     )
+    minilm = "all non-LLM (MiniLM similarities, string, feedback, composite)"
     full = asyncio.run(non_llm(args.traces, args.batch, precision="float32"))
-    for label, precision, embeddings, count in (
-        ("all non-LLM (MiniLM similarities, string, feedback, composite)", "float32", True, args.traces),
-        ("all non-LLM (MiniLM similarities, string, feedback, composite)", "bfloat16", True, args.traces),
-        ("without the MiniLM components (string, feedback, composite)", "-", False, args.traces * 16),
+    half = asyncio.run(non_llm(args.traces, args.batch, precision="bfloat16"))
+    bare = asyncio.run(non_llm(args.traces * 16, args.batch, embeddings=False))
+    for label, precision, count, (rate, elapsed, similarities) in (
+        (minilm, "float32", args.traces, full),
+        (minilm, "bfloat16", args.traces, half),
+        ("without the MiniLM components (string, feedback, composite)", "-", args.traces * 16, bare),
     ):
-        if precision == "float32":
-            rate, elapsed, similarities = full
-        else:
-            rate, elapsed, similarities = asyncio.run(
-                non_llm(count, args.batch, embeddings=embeddings, precision="bfloat16")
-            )
         drift = (
             f"max |diff| {max(abs(a - b) for a, b in zip(similarities, full[2], strict=True)):.4f}"
-            if embeddings
+            if precision != "-"
             else "-"
         )
         table.add_row(
