@@ -18,7 +18,7 @@ from rich.table import Table
 
 from demo.config import DEMO_CONFIG, LoopConfig, load_config
 from demo.loop import STAGES, LoopResult, Timeline, run_loop
-from demo.report import comparison, write_html, write_timeline
+from demo.report import comparison, write_answers, write_html, write_timeline
 from demo.workload.compare import format_table
 from shared.settings import KaizenSettings
 
@@ -89,6 +89,7 @@ def run_demo(config: LoopConfig, settings: KaizenSettings, *, stack: bool = True
     rows = comparison(result, users=config.comparison.users, seed=config.seed)
     reports = settings.home / "reports" / f"{time.strftime('%Y%m%d-%H%M%S')}-{settings.project_id}"
     write_timeline(reports / "timeline.json", result, rows, config.name)
+    write_answers(reports / "answers.json", result)
     write_html(reports / "report.html", result, rows, config.name)
     console.print(stage_table(result.timeline))
     if rows:

@@ -55,6 +55,9 @@ class Comparison(_Strict):
     )
     max_new_tokens: int = Field(96, ge=1, description="Longest answer in the comparison.")
     users: int = Field(32, ge=1, description="Simulated users behind each expected feedback score.")
+    concurrency: int = Field(
+        8, ge=1, description="Held-out requests in flight at once (the gateway batches them together)."
+    )
 
 
 class LoopConfig(_Strict):

@@ -351,30 +351,39 @@ async def answer_held_out(
     model: str = "kaizen",
     timeout_s: float = 300.0,
     concurrency: int = 8,
+    version: str | None = None,
+    attempts: int = 5,
 ) -> tuple[dict[str, str], Counter[str]]:
     """Greedy answers to held-out prompts through the gateway, without consent (never trained on).
 
-    Returns the answers by prompt id and how many each served version gave.
+    With ``version``, an answer from another version (the gateway has not re-read its routing yet) is
+    asked again, up to ``attempts`` times. Returns the answers by prompt id and how many each served
+    version gave.
     """
     answers: dict[str, str] = {}
     versions: Counter[str] = Counter()
     slots = asyncio.Semaphore(concurrency)  # concurrent requests share the gateway's generation batches
 
     async def ask(http: httpx.AsyncClient, prompt: Prompt) -> None:
-        async with slots:
-            response = await http.post(
-                f"{base_url}/chat/completions",
-                json={
-                    "model": model,
-                    "messages": chat_messages(prompt),
-                    "max_tokens": max_tokens,
-                    "temperature": 0.0,
-                },
-                headers={"X-Kaizen-Consent": "false", "X-Kaizen-User": f"held-out-{prompt.id}"},
-            )
-        response.raise_for_status()
+        for attempt in range(1, attempts + 1):
+            async with slots:
+                response = await http.post(
+                    f"{base_url}/chat/completions",
+                    json={
+                        "model": model,
+                        "messages": chat_messages(prompt),
+                        "max_tokens": max_tokens,
+                        "temperature": 0.0,
+                    },
+                    headers={"X-Kaizen-Consent": "false", "X-Kaizen-User": f"held-out-{prompt.id}"},
+                )
+            response.raise_for_status()
+            served = response.headers.get("x-kaizen-model-version", "unknown")
+            if version is None or served == version or attempt == attempts:
+                break
+            await asyncio.sleep(0.5)
         answers[prompt.id] = str(response.json()["choices"][0]["message"]["content"] or "")
-        versions[response.headers.get("x-kaizen-model-version", "unknown")] += 1
+        versions[served] += 1
 
     async with httpx.AsyncClient(timeout=timeout_s) as http:
         await asyncio.gather(*(ask(http, prompt) for prompt in prompts))
@@ -420,7 +429,12 @@ async def drive(
     # champion until a promotion, and its answers share the gateway's generation batches with the users'.
     log("the base model answers the held-out prompts (the before), alongside the first traffic")
     before_task = asyncio.create_task(
-        answer_held_out(base_url, held_out, max_tokens=config.comparison.max_new_tokens)
+        answer_held_out(
+            base_url,
+            held_out,
+            max_tokens=config.comparison.max_new_tokens,
+            concurrency=config.comparison.concurrency,
+        )
     )
     after: dict[str, str] = {}
     after_versions: Counter[str] = Counter()
@@ -494,17 +508,14 @@ async def drive(
             before, before_versions = {}, Counter()
             timeline.failures.append(f"the base did not answer the held-out prompts: {exc!r}")
         if timeline.promoted:
-            # Promotion moved the alias; give the gateway a moment to re-read its routing table.
-            for _ in range(20):
-                after, after_versions = await answer_held_out(
-                    base_url, held_out[:1], max_tokens=config.comparison.max_new_tokens
-                )
-                if timeline.candidate_version in after_versions:
-                    break
-                await asyncio.sleep(0.5)
+            # Promotion moved the alias; an answer from before the gateway re-read its routing is asked again.
             log("the new champion answers the held-out prompts (the after)")
             after, after_versions = await answer_held_out(
-                base_url, held_out, max_tokens=config.comparison.max_new_tokens
+                base_url,
+                held_out,
+                max_tokens=config.comparison.max_new_tokens,
+                concurrency=config.comparison.concurrency,
+                version=timeline.candidate_version,
             )
         # Let the watcher take the last events in flight.
         await asyncio.sleep(1.0)

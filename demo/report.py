@@ -1,7 +1,9 @@
 """What a demo run leaves behind: the stage timestamps (JSON), the before/after comparison, an HTML report.
 
 Under ``<home>/reports/<run id>/``: ``timeline.json`` (stages, counts, rollout decisions, why the run
-stopped, the comparison) and ``report.html`` (plain HTML with inline SVG charts drawn by matplotlib).
+stopped, the comparison), ``answers.json`` (each held-out prompt with the base's and the new champion's
+answers, so the comparison can be checked or scored again) and ``report.html`` (plain HTML with inline
+SVG charts drawn by matplotlib).
 """
 
 from __future__ import annotations
@@ -62,6 +64,22 @@ def write_timeline(path: Path, result: LoopResult, rows: list[MetricComparison],
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document, indent=2, default=str))
+    return path
+
+
+def write_answers(path: Path, result: LoopResult) -> Path:
+    """The held-out prompts with both sides' answers (null where a side did not answer)."""
+    document = [
+        {
+            "prompt_id": prompt.id,
+            "prompt": prompt.prompt,
+            "before": result.before.get(prompt.id),
+            "after": result.after.get(prompt.id),
+        }
+        for prompt in result.held_out
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2))
     return path
 
 

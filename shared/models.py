@@ -19,7 +19,7 @@ import importlib.util
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, get_args
 
 from shared.errors import KaizenError
 from shared.stack import cache_dir
@@ -37,6 +37,36 @@ SMOLLM2_NAME = "SmolLM2-135M-Instruct"
 
 class ModelError(KaizenError):
     """A model spec that cannot be resolved to a loadable model directory."""
+
+
+Precision: TypeAlias = Literal["auto", "float32", "bfloat16"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+
+
+def resolve_precision(precision: str, device: str = "cpu") -> str:
+    """``float32`` or ``bfloat16``: what ``precision`` means on ``device``.
+
+    ``auto`` is bfloat16 on a CPU with native bfloat16 arithmetic (AVX512-BF16 or AMX), where it runs
+    the matrix products about twice as fast as float32, and float32 everywhere else (CUDA included:
+    the services that want bfloat16 there ask for it).
+    """
+    if precision not in PRECISIONS:
+        raise ModelError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    if device != "cpu":
+        return "float32"
+    import torch
+
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return "bfloat16" if native else "float32"
+
+
+def torch_dtype(precision: str, device: str = "cpu") -> Any:
+    """The torch dtype of ``precision`` on ``device`` (``resolve_precision``)."""
+    import torch
+
+    return torch.bfloat16 if resolve_precision(precision, device) == "bfloat16" else torch.float32
 
 
 def models_cache() -> Path:

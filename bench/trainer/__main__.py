@@ -2,8 +2,8 @@
 
 One run, the same data for both: SmolLM2-135M-Instruct, 4 preference pairs of 256 tokens each (prompt
 plus answer, every chosen and rejected sequence truncated to exactly 256 tokens, so no variant gains
-from padding), LoRA r=16 alpha=32 on every linear layer, AdamW, CPU settings (float32, no gradient
-checkpointing), the same learning rate and seed.
+from padding), LoRA r=16 alpha=32 on every linear layer, AdamW, CPU settings (float32, or bfloat16
+autocast with ``--bf16``; no gradient checkpointing), the same learning rate and seed.
 
 - plain TRL: ``trl.DPOTrainer`` with the batch of 4 pairs in one forward pass (TRL's usual setting);
 - Kaizen: ``services.trainer`` with its defaults (the loss in the ``torch`` kernel backend, or ``grpc``
@@ -59,7 +59,9 @@ def pairs(tokenizer: Any) -> list[dict[str, Any]]:
     return records
 
 
-def child(variant: str, steps: int, backend_name: str, address: str, micro: int | None, out: Path) -> None:
+def child(
+    variant: str, steps: int, backend_name: str, address: str, micro: int | None, out: Path, bf16: bool
+) -> None:
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -94,7 +96,8 @@ def child(variant: str, steps: int, backend_name: str, address: str, micro: int 
             max_steps=steps + 1,
             learning_rate=LEARNING_RATE,
             max_length=TOKENS,
-            bf16=False,
+            bf16=bf16,
+            use_cpu=not torch.cuda.is_available(),
             activation_checkpointing=False,
             save_strategy="no",
             report_to="none",
@@ -128,6 +131,7 @@ def child(variant: str, steps: int, backend_name: str, address: str, micro: int 
             save_steps=10_000,
             seed=SEED,
             micro_batch_size=micro,
+            bf16=bf16,
         ).resolve("dpo", cuda=False)
         kernels = KernelSettings(backend=backend_name, address=address)  # type: ignore[call-arg]
         trainer = build_trainer(
@@ -152,13 +156,15 @@ def child(variant: str, steps: int, backend_name: str, address: str, micro: int 
 
 
 def run_variant(
-    variant: str, steps: int, backend: str, address: str, micro: int | None, workdir: Path
+    variant: str, steps: int, backend: str, address: str, micro: int | None, workdir: Path, bf16: bool
 ) -> dict[str, Any]:
     out = workdir / f"{variant}.json"
     command = [sys.executable, "-m", "bench.trainer", "--child", variant, "--steps", str(steps)]
     command += ["--backend", backend, "--kernels-address", address, "--out", str(out)]
     if micro:
         command += ["--micro-batch", str(micro)]
+    if bf16:
+        command += ["--bf16"]
     env = os.environ | {"PYTHONPATH": str(REPO_ROOT), "TQDM_DISABLE": "1"}
     process = subprocess.Popen(
         command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
@@ -195,6 +201,11 @@ def main() -> None:
         type=int,
         help="Kaizen's pairs per forward pass (default: the trainer's own, resolved for the CPU).",
     )
+    parser.add_argument(
+        "--bf16",
+        action="store_true",
+        help="Train both variants under bfloat16 autocast (on a CPU with AMX or AVX512-BF16), not float32.",
+    )
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/kaizen-bench-trainer"))
     parser.add_argument("--child", choices=["trl", "kaizen"], help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -207,6 +218,7 @@ def main() -> None:
             options.kernels_address,
             options.micro_batch,
             options.out,
+            options.bf16,
         )
         return
 
@@ -228,6 +240,7 @@ def main() -> None:
             options.kernels_address,
             options.micro_batch,
             options.workdir,
+            options.bf16,
         )
         console.print(
             f"  {variant}: steps {' '.join(f'{t:.2f}' for t in run['step_seconds'])} s wall, "
@@ -253,7 +266,7 @@ def main() -> None:
     trl, kaizen = summary("trl"), summary("kaizen")
     table = Table(
         title=f"DPO-LoRA on SmolLM2-135M, {PAIRS} pairs x {TOKENS} tokens, CPU ({trl['threads']} threads), "
-        f"{options.rounds} round(s)"
+        f"{'bfloat16 autocast' if options.bf16 else 'float32'}, {options.rounds} round(s)"
     )
     for column in (
         "",

@@ -120,8 +120,12 @@ async def evaluate(
     # Answers: the same prompts, the same decoding, one model in memory at a time.
     decoding = Decoding.of(options)
     answers = {
-        CANDIDATE: await asyncio.to_thread(generate_with, event.model_uri, items, decoding, options.device),
-        CHAMPION_ROLE: await asyncio.to_thread(generate_with, champion.spec, items, decoding, options.device),
+        CANDIDATE: await asyncio.to_thread(
+            generate_with, event.model_uri, items, decoding, options.device, options.precision
+        ),
+        CHAMPION_ROLE: await asyncio.to_thread(
+            generate_with, champion.spec, items, decoding, options.device, options.precision
+        ),
     }
 
     # Scores: the reward components and the composite of the scored sets, for both models in one batch.

@@ -90,14 +90,17 @@ def generate_answers(model: Any, tokenizer: Any, items: Sequence[EvalItem], deco
     return answers
 
 
-def generate_with(spec: str, items: Sequence[EvalItem], decoding: Decoding, device: str | None) -> list[str]:
-    """Load a model spec (adapter or full model), answer every item, and free the model."""
+def generate_with(
+    spec: str, items: Sequence[EvalItem], decoding: Decoding, device: str | None, precision: str = "float32"
+) -> list[str]:
+    """Load a model spec (adapter or full model) in ``precision``, answer every item, free the model."""
     import gc
 
-    from shared.models import ModelError, load_model_version
+    from shared.models import ModelError, load_model_version, torch_dtype
 
+    device = device or default_device()
     try:
-        model, tokenizer = load_model_version(spec, device=device or default_device())
+        model, tokenizer = load_model_version(spec, device=device, dtype=torch_dtype(precision, device))
     except (ModelError, OSError, ValueError) as exc:
         raise EvaluationError(f"cannot load model {spec!r}: {exc}") from exc
     try:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, model_validator
 
+from shared.models import Precision
 from shared.rewards.judge import JudgeEndpoint
 from shared.settings import DEV_PLACEHOLDER_SECRET, KaizenSettings, SettingsError
 
@@ -51,6 +52,14 @@ class EvaluationSettings(BaseModel):
         ),
     )
     device: str | None = Field(None, description="torch device for generation; None: cuda when available.")
+    precision: Precision = Field(
+        "float32",
+        description=(
+            "Weights of both models while they answer: float32, bfloat16, or auto (bfloat16 on a CPU with "
+            "native bfloat16, float32 elsewhere). Set it as the gateway's, so the gate sees the numbers "
+            "the users will get."
+        ),
+    )
     batch_size: int = Field(8, ge=1, description="Prompts generated together.")
     max_new_tokens: int = Field(256, ge=1, description="Longest generated answer, in tokens.")
     do_sample: bool = Field(

@@ -134,11 +134,19 @@ class ChatEngine:
     arrived while the last batch generated (or within ``batch_wait_ms`` of the first) and share a decoding
     run as one batch, each row under its own version; a streamed completion runs alone."""
 
-    def __init__(self, base_model: str, *, max_batch_size: int = 8, batch_wait_ms: float = 0.0) -> None:
-        from shared.models import load_causal_lm
+    def __init__(
+        self,
+        base_model: str,
+        *,
+        max_batch_size: int = 8,
+        batch_wait_ms: float = 0.0,
+        precision: str = "float32",
+    ) -> None:
+        from shared.models import load_causal_lm, resolve_precision, torch_dtype
 
         self.base_model = base_model
-        self.model, self.tokenizer = load_causal_lm(base_model)
+        self.precision = resolve_precision(precision)
+        self.model, self.tokenizer = load_causal_lm(base_model, dtype=torch_dtype(self.precision))
         self.model.eval()
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:

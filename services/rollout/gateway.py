@@ -605,7 +605,10 @@ def _deployment(max_adapters: int) -> Any:
             settings = RolloutSettings.model_validate_json(settings_json)
             options = settings.gateway
             engine = ChatEngine(
-                options.base_model, max_batch_size=options.max_batch_size, batch_wait_ms=options.batch_wait_ms
+                options.base_model,
+                max_batch_size=options.max_batch_size,
+                batch_wait_ms=options.batch_wait_ms,
+                precision=options.precision,
             )
             self.gateway = Gateway(settings, engine)
             self.gateway.load = self.load_adapter  # type: ignore[method-assign]

@@ -370,6 +370,7 @@ def build_trainer(
         "num_train_epochs": config.num_train_epochs,
         "max_steps": config.max_steps,
         "bf16": bool(config.bf16),
+        "use_cpu": not _device_flags()[0],  # transformers refuses bf16 on a CPU unless told it is one
         "activation_checkpointing": bool(config.gradient_checkpointing),
         "logging_steps": config.logging_steps,
         "save_strategy": "steps",

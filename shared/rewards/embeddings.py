@@ -15,30 +15,27 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeAlias, get_args
+from typing import Any, ClassVar, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
 
+from shared.models import PRECISIONS, ModelError, Precision
+from shared.models import resolve_precision as resolve_model_precision
 from shared.rewards.config import RewardError
 
 Vectors: TypeAlias = npt.NDArray[np.float32]
-Precision: TypeAlias = Literal["auto", "float32", "bfloat16"]
-PRECISIONS: tuple[str, ...] = get_args(Precision)
+__all__ = ["PRECISIONS", "Precision", "SentenceEmbedder", "minilm_path", "resolve_precision"]
 
 
 def resolve_precision(precision: str, device: str) -> str:
-    """``float32`` or ``bfloat16``: what ``precision`` means on ``device``."""
-    if precision not in PRECISIONS:
-        raise RewardError(f"embedding precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if precision != "auto":
-        return precision
-    if device != "cpu":
-        return "float32"
-    import torch
-
-    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    return "bfloat16" if native else "float32"
+    """``float32`` or ``bfloat16``: what ``precision`` means on ``device`` (``shared.models``)."""
+    try:
+        return resolve_model_precision(precision, device)
+    except ModelError:
+        raise RewardError(
+            f"embedding precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
+        ) from None
 
 
 def minilm_path() -> Path:

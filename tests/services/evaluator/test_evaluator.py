@@ -264,3 +264,18 @@ async def test_a_checkpoint_that_does_not_load_fails_with_the_error_as_the_reaso
         MlflowClient(evaluator.mlflow.tracking_uri), evaluator.mlflow.registered_model, version
     )
     assert tags["eval.status"] == "failed"
+
+
+def test_both_models_can_answer_in_bfloat16_and_a_bad_precision_is_named(good_adapter: Path) -> None:
+    from services.evaluator.errors import EvaluationError
+    from services.evaluator.generation import Decoding, generate_with
+    from services.evaluator.sets import EvalItem
+
+    items = [EvalItem("golden", f"q{index}", question) for index, question in enumerate(["Hi?", "Returns?"])]
+    decoding = Decoding(max_new_tokens=8, batch_size=2)
+    in_float32 = generate_with(str(good_adapter), items, decoding, "cpu", "float32")
+    in_bfloat16 = generate_with(str(good_adapter), items, decoding, "cpu", "bfloat16")
+    assert len(in_float32) == len(in_bfloat16) == 2
+    assert all(isinstance(answer, str) for answer in in_bfloat16)
+    with pytest.raises(EvaluationError, match="precision must be one of auto, float32, bfloat16, got 'fp8'"):
+        generate_with(str(good_adapter), items, decoding, "cpu", "fp8")

@@ -147,3 +147,26 @@ def test_stop_strings_end_generation_and_the_text(engine: ChatEngine) -> None:
     streamed = StopFilter((stop,))
     text = "".join(streamed.feed(piece) for piece in pieces) + streamed.flush()
     assert text == future.result(timeout=120).text == cut.text
+
+
+def test_a_bfloat16_engine_serves_base_and_adapters_in_bfloat16_and_a_bad_precision_is_named() -> None:
+    import math
+
+    import torch
+
+    from shared.models import ModelError
+
+    engine = ChatEngine(TINY_RANDOM_LLAMA, precision="bfloat16")
+    engine.load_adapter("1", str(adapter_dir(1)))
+    assert engine.precision == "bfloat16"
+    assert {parameter.dtype for parameter in engine.model.get_base_model().parameters()} >= {torch.bfloat16}
+    for version in (BASE_VERSION, "1"):
+        completion = engine.complete(messages(QUESTIONS[0]), version, GREEDY)
+        assert completion.completion_tokens == len(completion.completion_logprobs) > 0
+        assert all(math.isfinite(value) and value <= 0 for value in completion.completion_logprobs)
+    base = engine.complete(messages(QUESTIONS[0]), BASE_VERSION, GREEDY)
+    adapted = engine.complete(messages(QUESTIONS[0]), "1", GREEDY)
+    assert base.completion_token_ids != adapted.completion_token_ids, "the adapter changes the answer"
+
+    with pytest.raises(ModelError, match="precision must be one of auto, float32, bfloat16, got 'fp8'"):
+        ChatEngine(TINY_RANDOM_LLAMA, precision="fp8")

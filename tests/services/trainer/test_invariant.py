@@ -124,3 +124,25 @@ def test_full_fine_tuning_trains_every_weight_against_a_frozen_reference(tmp_pat
     assert all(torch.equal(p, before[n]) for n, p in trainer.ref_model.named_parameters()), (
         "the reference stays"
     )
+
+
+def test_bf16_on_a_cpu_trains_under_autocast(tmp_path: Path) -> None:
+    """``bf16: true`` without a GPU trains (transformers refuses bf16 on a CPU unless told it is one)."""
+    torch.manual_seed(0)
+    model, tokenizer = load_causal_lm("tiny-random-llama")
+    config = TrainingConfig(
+        base_model="tiny-random-llama",
+        batch_size=2,
+        max_steps=2,
+        learning_rate=5e-3,
+        max_length=96,
+        save_steps=100,
+        bf16=True,
+    ).resolve("dpo", cuda=False)
+    trainer = build_trainer(
+        config, model, tokenizer, Dataset.from_list(records("dpo")[:4]), TorchBackend(), tmp_path
+    )
+    assert trainer.args.bf16 and trainer.args.use_cpu
+    trainer.train()
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    assert len(losses) == 2 and all(0 < loss < 10 for loss in losses), losses
