@@ -26,6 +26,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from statistics import fmean
 from typing import Any
@@ -97,9 +98,16 @@ class Timeline:
     rollout: list[dict[str, Any]] = field(default_factory=list)
     rewards: list[dict[str, Any]] = field(default_factory=list)
 
-    def mark(self, stage: str, detail: str = "") -> None:
-        if stage not in self.reached:
-            self.reached[stage] = time.time() - self.started_at
+    def mark(self, stage: str, detail: str = "", at: datetime | None = None) -> None:
+        """Stamp a stage when it is first reached, at ``at`` (the event's ``occurred_at``) or now.
+
+        The watcher reads each topic with a consumer of its own, so an event can arrive before the one
+        that caused it (a canary's rollout.stage before its eval.passed); the producer's own timestamp
+        keeps the stages in the order they happened, and an earlier one arriving late takes its place.
+        """
+        moment = (at.timestamp() if at is not None else time.time()) - self.started_at
+        if stage not in self.reached or moment < self.reached[stage]:
+            self.reached[stage] = moment
             if detail:
                 self.details[stage] = detail
 
@@ -161,14 +169,14 @@ class LoopWatcher:
 
         async def ingested(event: TraceIngested) -> None:
             t.counts[TRACE_INGESTED] += 1
-            t.mark("first_trace", f"trace {event.trace_id} from {event.model_version}")
+            t.mark("first_trace", f"trace {event.trace_id} from {event.model_version}", event.occurred_at)
 
         async def feedback(event: FeedbackReceived) -> None:
             t.counts[FEEDBACK_RECEIVED] += 1
 
         async def labeled(event: TraceLabeled) -> None:
             t.counts[TRACE_LABELED] += 1
-            t.mark("first_label", f"composite {event.composite_reward:.3f}")
+            t.mark("first_label", f"composite {event.composite_reward:.3f}", event.occurred_at)
             t.rewards.append(
                 {
                     "at_s": time.time() - t.started_at,
@@ -179,11 +187,11 @@ class LoopWatcher:
 
         async def dataset(event: DatasetReady) -> None:
             t.counts[DATASET_READY] += 1
-            t.mark("dataset", f"{event.dataset_id}")
+            t.mark("dataset", f"{event.dataset_id}", event.occurred_at)
 
         async def trained(event: CheckpointTrained) -> None:
             t.counts[CHECKPOINT_TRAINED] += 1
-            t.mark("trained", f"version {event.model_version}")
+            t.mark("trained", f"version {event.model_version}", event.occurred_at)
 
         async def training_failed(event: TrainingFailed) -> None:
             t.counts[TRAINING_FAILED] += 1
@@ -192,7 +200,7 @@ class LoopWatcher:
         async def passed(event: EvalPassed) -> None:
             t.counts[EVAL_PASSED] += 1
             t.candidate_version = event.model_version
-            t.mark("evaluated", f"version {event.model_version}")
+            t.mark("evaluated", f"version {event.model_version}", event.occurred_at)
 
         async def failed(event: EvalFailed) -> None:
             t.counts[EVAL_FAILED] += 1
@@ -215,10 +223,10 @@ class LoopWatcher:
                 key = {0: "canary_5", 1: "canary_25"}.get(event.stage, "canary_100")
                 if event.canary_weight >= 1.0:
                     key = "canary_100"
-                t.mark(key, detail)
+                t.mark(key, detail, event.occurred_at)
             elif event.decision == "promoted":
-                t.mark("canary_100", detail)
-                t.mark("promoted", detail)
+                t.mark("canary_100", detail, event.occurred_at)
+                t.mark("promoted", detail, event.occurred_at)
             elif event.decision in ("rolled_back", "aborted"):
                 t.failures.append(f"rollout {event.decision}: {event.reason}")
 
