@@ -34,9 +34,10 @@ def main() -> int:
     from demo.workload.prompts import chat_messages, load_prompts, select
     from services.rollout.engine import ChatEngine, Sampling
     from services.rollout.routing import BASE_VERSION
+    from shared.models import resolve_precision
 
     torch.set_num_threads(options.threads)
-    if not (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()):
+    if resolve_precision("auto") != "bfloat16":
         Console().print("[yellow]this CPU has no native bfloat16 (AVX512-BF16 or AMX): expect no gain")
     chats = [chat_messages(prompt) for prompt in select(load_prompts(), "held_out")[: options.batch]]
     sampling = Sampling(max_tokens=options.new_tokens, temperature=0.0)
