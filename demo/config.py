@@ -67,6 +67,12 @@ class LoopConfig(_Strict):
     time_limit_s: float = Field(1200.0, gt=0, description="The run stops here whatever stage it reached.")
     base_model: str = Field("smollm2-135m-instruct", description="Base model spec (shared.models).")
     seed: int = Field(0, description="Seeds the workload.")
+    stop_on_failure: bool = Field(
+        True,
+        description="End the run at the first candidate that fails training, evaluation or its rollout, "
+        "saying why, instead of sending traffic until the time limit for a dataset the curator's "
+        "min_interval_s may not allow before then.",
+    )
     workload: WorkloadPlan = Field(default_factory=WorkloadPlan)  # type: ignore[arg-type]
     comparison: Comparison = Field(default_factory=Comparison)  # type: ignore[arg-type]
     settings: dict[str, Any] = Field(

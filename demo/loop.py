@@ -420,7 +420,8 @@ async def drive(
     *,
     on_progress: Callable[[Timeline, int], None] | None = None,
 ) -> LoopResult:
-    """Traffic in rounds while the watcher stamps the timeline; stops at promotion or the time limit."""
+    """Traffic in rounds while the watcher stamps the timeline; stops at promotion, at a candidate's
+    failure (``stop_on_failure``) or at the time limit."""
     timeline = Timeline()
     deadline = time.monotonic() + config.time_limit_s
     preference = load_preference()
@@ -463,6 +464,9 @@ async def drive(
             if dead:
                 timeline.stopped_because = f"service(s) exited: {', '.join(dead)}"
                 break
+            if config.stop_on_failure and timeline.failures:
+                timeline.stopped_because = f"no new champion: {timeline.failures[-1]}"
+                break
             if time.monotonic() > deadline:
                 timeline.stopped_because = (
                     f"time limit of {config.time_limit_s:.0f} s reached before "
@@ -492,10 +496,14 @@ async def drive(
                     feedback,
                 )
             )
-            # A round ends early when the loop is over (a promotion, a dead service, the time limit):
-            # its requests in flight are dropped rather than waited for, and the top of the loop says why.
+            # A round ends early when the loop is over (a promotion, a candidate's failure, a dead service,
+            # the time limit): its requests in flight are dropped rather than waited for, and the top of
+            # the loop says why.
             while not round_task.done() and not (
-                timeline.promoted or supervisor.dead() or time.monotonic() > deadline
+                timeline.promoted
+                or (config.stop_on_failure and timeline.failures)
+                or supervisor.dead()
+                or time.monotonic() > deadline
             ):
                 await asyncio.wait({round_task}, timeout=0.5)
             if not round_task.done():

@@ -9,8 +9,11 @@ Samples come from the live event stream, tagged with the model version that serv
 ``trace.ingested`` (error flag, latency), ``trace.labeled`` (composite reward, first label of a trace)
 and ``feedback.received`` (explicit feedback values; the version is joined from the trace when the
 event does not carry it). They are kept per rollout, stage and version, so canary and champion are
-compared over the same window. At a final stage of weight 1.0 the champion gets no traffic; its
-samples from the whole rollout are then its baseline.
+compared over the same window. At a final stage of weight 1.0 the champion gets no traffic, so that
+stage compares both arms over the whole rollout: the champion's baseline is everything it served since
+the canary started, and the canary's verdict rests on every sample it earned, not on the few of its
+last stage (a handful of ratings at 100% once rolled back a candidate that the earlier stages had
+passed).
 """
 
 from __future__ import annotations
@@ -312,12 +315,12 @@ class Controller:
         )
 
     async def analyse(self, rollout: Rollout) -> StageAnalysis:
-        """Canary vs champion over the running stage (the champion's whole rollout at 100%)."""
-        stage = str(rollout.stage)
-        canary = await self._arm(rollout, stage, rollout.model_version)
-        champion = await self._arm(rollout, stage, rollout.champion_version)
-        if self.weight(rollout) >= 1.0 and not rollout.shadow:
-            champion = await self._arm(rollout, "all", rollout.champion_version)
+        """Canary vs champion over the running stage (both over the whole rollout at 100%)."""
+        scope = "all" if self.weight(rollout) >= 1.0 and not rollout.shadow else str(rollout.stage)
+        canary, champion = await asyncio.gather(
+            self._arm(rollout, scope, rollout.model_version),
+            self._arm(rollout, scope, rollout.champion_version),
+        )
         return await asyncio.to_thread(analyse, canary, champion, self.options)
 
     # ------------------------------------------------------------------ the plan

@@ -705,15 +705,19 @@ def settings_payload(settings: RolloutSettings) -> str:
     return json.dumps(document)
 
 
-def start_ray(num_cpus: float | None = None) -> None:
-    """Start (or join) Ray with the repository importable by its workers."""
+RAY_NICENESS_VARIABLE = "RAY_worker_niceness"  # read by the raylet, which starts the workers
+
+
+def start_ray(num_cpus: float | None = None, niceness: int = 0) -> None:
+    """Start (or join) Ray with the repository importable by its workers, which run at ``niceness``."""
     import ray
 
     if ray.is_initialized():
         return
     # Ray starts its workers (the Serve replica that generates) at niceness 15 by default, so any busy
-    # process beside them on the host (a trainer, an evaluator) takes the CPU and requests time out.
-    os.environ.setdefault("RAY_worker_niceness", "0")
+    # process beside them on the host (a trainer, an evaluator) takes the CPU and requests time out;
+    # gateway.niceness says how far below the host's other processes the replicas run instead.
+    os.environ[RAY_NICENESS_VARIABLE] = str(niceness)
     root = str(Path(__file__).resolve().parents[2])
     path = os.pathsep.join([root, *(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)])
     # Ray gives its raylet a fixed 30 s to register; on a saturated machine it can miss that, so the
@@ -772,7 +776,7 @@ def serve(settings: RolloutSettings, *, blocking: bool = False) -> str:
     # with it; on a saturated machine (every service loading a model at once) that is not long enough.
     os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
     os.environ.setdefault("RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S", "60")
-    start_ray(max(2.0, options.num_cpus * options.replicas + 1))
+    start_ray(max(2.0, options.num_cpus * options.replicas + 1), options.niceness)
     ray_serve.start(http_options={"host": options.host, "port": proxy_port})
     ray_serve.run(application(settings), name="kaizen-gateway", route_prefix="/", blocking=blocking)
     return f"http://{settings.gateway.host}:{settings.gateway.port}"

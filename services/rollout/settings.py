@@ -166,6 +166,18 @@ class GatewayOptions(BaseModel):
         500, ge=10, description="Longest a finished completion's trace waits before it is exported."
     )
     num_cpus: float = Field(1.0, gt=0, description="CPUs reserved for the Ray Serve replica.")
+    niceness: int = Field(
+        0,
+        ge=0,
+        le=19,
+        description=(
+            "Niceness the gateway's Ray processes (replicas, Serve's proxy) run at, above the gateway "
+            "process's own. 0 beside nothing else. On a host shared with the trainer or the evaluator, "
+            "a few points let those take a core while the replicas share what is left: answers slow "
+            "down a little, training does not stall behind traffic. Ray's own default (15) starves "
+            "the replicas of a busy host until requests time out."
+        ),
+    )
     replicas: int = Field(1, ge=1, description="Ray Serve replicas of the gateway.")
     max_ongoing_requests: int = Field(64, ge=1, description="Requests one replica takes at once.")
 

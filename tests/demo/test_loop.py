@@ -11,6 +11,7 @@ the promotion is real: the alias moved in MLflow and the gateway serves the new 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,28 @@ def test_reduced_loop_promotes_a_new_champion(stack: Stack, tmp_path: Path) -> N
     assert all(row["at_s"] is not None for row in document["stages"])
     page = write_html(tmp_path / "report.html", result, rows, config.name).read_text()
     assert "promoted to champion" in page and page.count("<svg") >= 3
+
+
+@pytest.mark.timeout(1200)
+def test_a_candidate_that_fails_evaluation_ends_the_loop_and_the_run_says_why(
+    stack: Stack, tmp_path: Path
+) -> None:
+    config = load_config(REDUCED_CONFIG)
+    # A floor no candidate can reach: composite rewards lie in [0, 1].
+    config.settings["evaluator"]["absolute"] = {"composite_reward": 1.5}
+    settings = run_settings(home=tmp_path / "home")
+    started = time.monotonic()
+    result = run_loop(config, settings, log=print)
+    timeline = result.timeline
+
+    assert not timeline.promoted
+    assert "trained" in timeline.reached and "evaluated" not in timeline.reached
+    assert timeline.stopped_because.startswith("no new champion: evaluation failed for version "), (
+        timeline.stopped_because
+    )
+    assert "composite_reward" in timeline.stopped_because, timeline.stopped_because
+    # It ended at the failure, not at its time limit, and the base stays the champion.
+    assert time.monotonic() - started < config.time_limit_s
+    assert ModelRegistry(settings).version("champion") is None
+    assert result.after == {} and result.services_dead == []
+    assert Supervisor(settings.home).recorded() == {}

@@ -54,6 +54,10 @@ async def test_a_healthy_canary_goes_through_every_stage_and_is_promoted(setting
         assert event.metrics["error_rate.canary_n"] >= 30
         assert event.metrics["feedback.champion_n"] >= 20
         assert "composite_reward ok" in event.reason
+    # The final stage judges the canary on its whole rollout, not on its last stage alone.
+    for metric in ("error_rate", "feedback"):
+        earlier = sum(e.metrics[f"{metric}.canary_n"] for e in advanced)
+        assert promoted.metrics[f"{metric}.canary_n"] >= earlier, (metric, promoted.metrics, earlier)
     assert promoted.champion_version == old
     assert f"version {old} keeps alias 'previous'" in promoted.reason
     assert registry.version(CHAMPION).version == new  # type: ignore[union-attr]

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -28,6 +30,7 @@ from .support import register_version, rollout_settings
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 CONSENT = {"X-Kaizen-Consent": "true"}
+REPLICA_NICENESS = 3
 
 
 class Served:
@@ -60,6 +63,7 @@ async def served(stack: Any) -> AsyncIterator[Served]:
     settings.gateway.ingest_public_key = key.public_key
     settings.gateway.ingest_secret_key = SecretStr(key.secret_key)
     settings.gateway.trace_export_interval_ms = 100
+    settings.gateway.niceness = REPLICA_NICENESS
     state = RedisState(settings)
     # What the controller writes at stage 2 of a rollout: half the users on the canary.
     await RedisRouter(state).apply(
@@ -120,6 +124,26 @@ async def test_the_openai_client_gets_answers_naming_their_version(served: Serve
     )
     assert f'kaizen_gateway_completions_total{{outcome="ok",version="{version}"}}' in metrics
     assert "kaizen_gateway_batch_rows_count" in metrics
+
+
+def replica_niceness() -> dict[int, int]:
+    """Niceness of every Ray Serve replica process of the gateway on this host, by pid."""
+    niceness: dict[int, int] = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            title = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if proc.name.isdigit() and "ServeReplica:kaizen-gateway" in title:
+                niceness[int(proc.name)] = os.getpriority(os.PRIO_PROCESS, int(proc.name))
+        except OSError:  # a process that ended while the table was read
+            continue
+    return niceness
+
+
+async def test_the_replicas_run_at_the_configured_niceness(served: Served) -> None:
+    """gateway.niceness puts the replicas below the host's other processes (a trainer beside them)."""
+    niceness = await asyncio.to_thread(replica_niceness)
+    assert niceness, "no Ray Serve replica process of the gateway found"
+    assert set(niceness.values()) == {os.getpriority(os.PRIO_PROCESS, 0) + REPLICA_NICENESS}, niceness
 
 
 async def test_the_openai_client_streams(served: Served) -> None:
