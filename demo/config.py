@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -57,6 +57,12 @@ class Comparison(_Strict):
     users: int = Field(32, ge=1, description="Simulated users behind each expected feedback score.")
     concurrency: int = Field(
         8, ge=1, description="Held-out requests in flight at once (the gateway batches them together)."
+    )
+    before_from: Literal["start", "dataset"] = Field(
+        "dataset",
+        description="When the base answers the held-out prompts: at the start, alongside the first traffic, "
+        "or once the first dataset is ready, while the trainer works (the traffic that builds the "
+        "dataset then has the gateway to itself; the base is still the champion until a canary starts).",
     )
 
 

@@ -158,6 +158,8 @@ class Part:
     prepare: Callable[[], None] = field(default=lambda: None, repr=False)
     after_start: Callable[[], None] = field(default=lambda: None, repr=False)
     external: bool = False
+    env: dict[str, str] = field(default_factory=dict)
+    """Set in the part's environment on top of this process's own."""
 
 
 class Stack:
@@ -331,6 +333,10 @@ class Stack:
             prepare=lambda: data.mkdir(parents=True, exist_ok=True),
             command=command,
             external=host not in {"127.0.0.1", "localhost"},
+            # MLflow 3's server starts a job runner (seven huey consumers, each a Python process that
+            # imports mlflow) for its GenAI jobs; Kaizen uses tracking and the registry only, and on a
+            # 2-core machine the runner's start took about 160 CPU-seconds and 1.7 GiB of memory.
+            env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         )
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -374,6 +380,7 @@ class Stack:
                     stdin=subprocess.DEVNULL,
                     start_new_session=True,
                     cwd=self.data,
+                    env={**os.environ, **part.env},
                 )
             self.pidfile(part).write_text(str(process.pid))
             started.append((part, process))
