@@ -59,10 +59,12 @@ class Comparison(_Strict):
         8, ge=1, description="Held-out requests in flight at once (the gateway batches them together)."
     )
     before_from: Literal["start", "dataset"] = Field(
-        "dataset",
+        "start",
         description="When the base answers the held-out prompts: at the start, alongside the first traffic, "
         "or once the first dataset is ready, while the trainer works (the traffic that builds the "
-        "dataset then has the gateway to itself; the base is still the champion until a canary starts).",
+        "dataset then has the gateway to itself; the base is still the champion until a canary starts). "
+        "In two demo runs 'dataset' brought the first trace from 117 s to 26 s but not the dataset "
+        "(268 s, 258 s), and training took 439 s against 429 s.",
     )
 
 

@@ -25,6 +25,7 @@ the completion's token ids and log-probs. Failed generations are traced with sta
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -612,6 +613,7 @@ def _deployment(max_adapters: int) -> Any:
             )
             self.gateway = Gateway(settings, engine)
             self.gateway.load = self.load_adapter  # type: ignore[method-assign]
+            lower_priority(options.niceness)
 
         @serve.multiplexed(max_num_models_per_replica=max_adapters)  # type: ignore[untyped-decorator]
         async def load_version(self, version: str) -> "_LoadedAdapter":
@@ -705,19 +707,31 @@ def settings_payload(settings: RolloutSettings) -> str:
     return json.dumps(document)
 
 
-RAY_NICENESS_VARIABLE = "RAY_worker_niceness"  # read by the raylet, which starts the workers
+def lower_priority(niceness: int) -> None:
+    """Raise the nice value of every thread of this process to at least ``niceness``.
+
+    Linux keeps a nice value per thread (a thread started later inherits its creator's), so setting the
+    process's alone would leave threads already running, such as Ray's and the event loop's, where they were.
+    """
+    tasks = Path("/proc/self/task")
+    threads = [int(task.name) for task in tasks.iterdir()] if tasks.is_dir() else [0]
+    for thread in threads:
+        with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+            if os.getpriority(os.PRIO_PROCESS, thread) < niceness:
+                os.setpriority(os.PRIO_PROCESS, thread, niceness)
 
 
-def start_ray(num_cpus: float | None = None, niceness: int = 0) -> None:
-    """Start (or join) Ray with the repository importable by its workers, which run at ``niceness``."""
+def start_ray(num_cpus: float | None = None) -> None:
+    """Start (or join) Ray with the repository importable by its workers."""
     import ray
 
     if ray.is_initialized():
         return
     # Ray starts its workers (the Serve replica that generates) at niceness 15 by default, so any busy
-    # process beside them on the host (a trainer, an evaluator) takes the CPU and requests time out;
-    # gateway.niceness says how far below the host's other processes the replicas run instead.
-    os.environ[RAY_NICENESS_VARIABLE] = str(niceness)
+    # process beside them on the host (a trainer, an evaluator) takes the CPU and requests time out, and a
+    # replica loading its model on a busy host takes minutes. They start at 0; a replica lowers its own
+    # priority to gateway.niceness once its model is loaded.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     root = str(Path(__file__).resolve().parents[2])
     path = os.pathsep.join([root, *(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)])
     # Ray gives its raylet a fixed 30 s to register; on a saturated machine it can miss that, so the
@@ -776,7 +790,7 @@ def serve(settings: RolloutSettings, *, blocking: bool = False) -> str:
     # with it; on a saturated machine (every service loading a model at once) that is not long enough.
     os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
     os.environ.setdefault("RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S", "60")
-    start_ray(max(2.0, options.num_cpus * options.replicas + 1), options.niceness)
+    start_ray(max(2.0, options.num_cpus * options.replicas + 1))
     ray_serve.start(http_options={"host": options.host, "port": proxy_port})
     ray_serve.run(application(settings), name="kaizen-gateway", route_prefix="/", blocking=blocking)
     return f"http://{settings.gateway.host}:{settings.gateway.port}"

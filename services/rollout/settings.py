@@ -171,11 +171,11 @@ class GatewayOptions(BaseModel):
         ge=0,
         le=19,
         description=(
-            "Niceness the gateway's Ray processes (replicas, Serve's proxy) run at, above the gateway "
-            "process's own. 0 beside nothing else. On a host shared with the trainer or the evaluator, "
-            "a few points let those take a core while the replicas share what is left: answers slow "
-            "down a little, training does not stall behind traffic. Ray's own default (15) starves "
-            "the replicas of a busy host until requests time out."
+            "Niceness a replica lowers its priority to once its model is loaded (it loads at the "
+            "gateway process's own). 0 beside nothing else. On a host shared with the trainer or the "
+            "evaluator, a few points let those take a core while the replicas share what is left: "
+            "answers slow down a little, training does not stall behind traffic. Ray's own default "
+            "for its workers (15) starves the replicas of a busy host until requests time out."
         ),
     )
     replicas: int = Field(1, ge=1, description="Ray Serve replicas of the gateway.")
