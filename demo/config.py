@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -57,14 +57,6 @@ class Comparison(_Strict):
     users: int = Field(32, ge=1, description="Simulated users behind each expected feedback score.")
     concurrency: int = Field(
         8, ge=1, description="Held-out requests in flight at once (the gateway batches them together)."
-    )
-    before_from: Literal["start", "dataset"] = Field(
-        "start",
-        description="When the base answers the held-out prompts: at the start, alongside the first traffic, "
-        "or once the first dataset is ready, while the trainer works (the traffic that builds the "
-        "dataset then has the gateway to itself; the base is still the champion until a canary starts). "
-        "In two demo runs 'dataset' brought the first trace from 117 s to 26 s but not the dataset "
-        "(268 s, 258 s), and training took 439 s against 429 s.",
     )
 
 

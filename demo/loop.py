@@ -8,11 +8,10 @@ time limit.
    with its curator, trainer consumer + worker, evaluator, rollout controller, gateway), all with the
    environment of one configuration and one isolation (project, topic prefix, namespace, Redis prefix,
    registered model), and the supervisor starts them;
-2. the users play rounds of traffic through the gateway while ``LoopWatcher`` reads trace.ingested,
+2. the base model answers the held-out prompts through the gateway (the "before");
+3. the users play rounds of traffic through the gateway while ``LoopWatcher`` reads trace.ingested,
    trace.labeled, dataset.ready, checkpoint.trained, training.failed, eval.passed/failed and
    rollout.stage and stamps the first time each stage of the loop was reached (``Timeline``);
-3. from the start or from the first dataset on (``comparison.before_from``) the base model answers the
-   held-out prompts through the gateway too (the "before");
 4. after a promotion the champion answers the held-out prompts (the "after"); the timeline says how
    far the loop got, and why it stopped there.
 """
@@ -436,26 +435,21 @@ async def drive(
     await ensure_topics(settings)
     watcher = LoopWatcher(settings, timeline)
     rounds: list[dict[str, Any]] = []
-    # The base answers the held-out prompts (the before) at the start or once the first dataset is ready
-    # (comparison.before_from): it is the champion until a canary starts, and its answers share the
-    # gateway's generation batches with the users'.
-    before_task: asyncio.Task[tuple[dict[str, str], Counter[str]]] | None = None
+    # The base answers the held-out prompts (the before) while the first rounds of traffic run: it is the
+    # champion until a promotion, and its answers share the gateway's generation batches with the users'.
+    log("the base model answers the held-out prompts (the before), alongside the first traffic")
+    before_task = asyncio.create_task(
+        answer_held_out(
+            base_url,
+            held_out,
+            max_tokens=config.comparison.max_new_tokens,
+            concurrency=config.comparison.concurrency,
+        )
+    )
 
-    def start_before() -> None:
-        nonlocal before_task
-        due = config.comparison.before_from == "start" or "dataset" in timeline.reached
-        if before_task is None and due:
-            log("the base model answers the held-out prompts (the before)")
-            before_task = asyncio.create_task(
-                answer_held_out(
-                    base_url,
-                    held_out,
-                    max_tokens=config.comparison.max_new_tokens,
-                    concurrency=config.comparison.concurrency,
-                )
-            )
+    def failed() -> bool:
+        return config.stop_on_failure and bool(timeline.failures)
 
-    start_before()
     after: dict[str, str] = {}
     after_versions: Counter[str] = Counter()
     dead: list[str] = []
@@ -475,7 +469,7 @@ async def drive(
             if dead:
                 timeline.stopped_because = f"service(s) exited: {', '.join(dead)}"
                 break
-            if config.stop_on_failure and timeline.failures:
+            if failed():
                 timeline.stopped_because = f"no new champion: {timeline.failures[-1]}"
                 break
             if time.monotonic() > deadline:
@@ -511,12 +505,8 @@ async def drive(
             # the time limit): its requests in flight are dropped rather than waited for, and the top of
             # the loop says why.
             while not round_task.done() and not (
-                timeline.promoted
-                or (config.stop_on_failure and timeline.failures)
-                or supervisor.dead()
-                or time.monotonic() > deadline
+                timeline.promoted or failed() or supervisor.dead() or time.monotonic() > deadline
             ):
-                start_before()
                 await asyncio.wait({round_task}, timeout=0.5)
             if not round_task.done():
                 round_task.cancel()
@@ -528,15 +518,13 @@ async def drive(
             if on_progress is not None:
                 on_progress(timeline, number)
             await asyncio.sleep(plan.pause_s)
-        before: dict[str, str] = {}
-        before_versions: Counter[str] = Counter()
-        if before_task is not None:
-            if dead:
-                before_task.cancel()
-            try:
-                before, before_versions = await before_task
-            except (asyncio.CancelledError, httpx.HTTPError) as exc:
-                timeline.failures.append(f"the base did not answer the held-out prompts: {exc!r}")
+        if dead:
+            before_task.cancel()
+        try:
+            before, before_versions = await before_task
+        except (asyncio.CancelledError, httpx.HTTPError) as exc:
+            before, before_versions = {}, Counter()
+            timeline.failures.append(f"the base did not answer the held-out prompts: {exc!r}")
         if timeline.promoted:
             # Promotion moved the alias; an answer from before the gateway re-read its routing is asked again.
             log("the new champion answers the held-out prompts (the after)")
