@@ -467,7 +467,7 @@ class Controller:
                 elapsed = self.clock() - rollout.stage_started_at
                 if elapsed < period * (rollout.extensions + 1):
                     return []
-                missing = analysis.insufficient(self.options.required_metrics)
+                missing = analysis.insufficient(self.options.required_at(rollout.stage))
                 if missing:
                     detail = "; ".join(f"{v.metric}: {v.detail}" for v in missing)
                     if rollout.extensions >= self.options.max_extensions:

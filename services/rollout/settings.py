@@ -65,6 +65,16 @@ class RolloutOptions(BaseModel):
         default_factory=lambda: list(METRICS),
         description="Metrics that must have enough data on both arms before a stage can advance.",
     )
+    stage_required_metrics: list[list[Metric]] | None = Field(
+        None,
+        description=(
+            "Per stage, in the order of stages, the metrics that must have enough data there; unset, "
+            "required_metrics at every stage. The last stage must require every metric of "
+            "required_metrics. A small first stage sees few explicit ratings on light traffic, so it may "
+            "check health and reward and leave feedback to the later stages (the last one compares the "
+            "whole rollout). A metric that has enough data is analysed at every stage, required or not."
+        ),
+    )
     confidence: float = Field(
         0.95, gt=0.5, lt=1.0, description="Confidence at which a regression is called (alpha = 1 - it)."
     )
@@ -107,6 +117,29 @@ class RolloutOptions(BaseModel):
         if stages[-1] != 1.0:
             raise ValueError(f"the last rollout stage must be 1.0 (full traffic); got {stages[-1]}")
         return stages
+
+    @model_validator(mode="after")
+    def _stage_requirements(self) -> RolloutOptions:
+        per_stage = self.stage_required_metrics
+        if per_stage is None:
+            return self
+        if len(per_stage) != len(self.stages):
+            raise ValueError(
+                f"stage_required_metrics names {len(per_stage)} stages, the plan {self.stages} has "
+                f"{len(self.stages)}: give one list of metrics per stage"
+            )
+        skipped = [m for m in self.required_metrics if m not in per_stage[-1]]
+        if skipped:
+            raise ValueError(
+                f"the last stage must require every metric of required_metrics; it leaves out {skipped}"
+            )
+        return self
+
+    def required_at(self, stage: int) -> list[Metric]:
+        """The metrics that must have enough data on both arms before ``stage`` (an index) can pass."""
+        if self.stage_required_metrics is None:
+            return self.required_metrics
+        return self.stage_required_metrics[min(stage, len(self.stage_required_metrics) - 1)]
 
 
 class GatewayOptions(BaseModel):

@@ -44,7 +44,9 @@ def labeler_settings(settings: KaizenSettings, *, judge_url: str | None = None) 
     if judge_url is not None:
         labeler.judge.base_url = judge_url
         labeler.judge.model = "scripted"
-        labeler.judge.timeout_s = 1.0
+        # Generous for a loaded machine: the judge shares this process, and a call that times out
+        # before the judge counts it would hide the retry the judge-path test counts.
+        labeler.judge.timeout_s = 3.0
     labeler.curator.tick_s = 0.2
     labeler.curator.champion_cache_s = 3600
     return labeler

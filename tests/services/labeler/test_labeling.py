@@ -145,7 +145,7 @@ async def test_judge_path_labels_every_trace_and_marks_failed_components_missing
     slow = "We accept returns for 45 days. [judge:slow:statements]"
     unsafe = "Unworn items may be returned within 45 days of delivery for a full refund. [s=2]"
     question = "How long can I return unworn boots?"
-    with ScriptedJudge(slow_s=2.5, questions={good: question}) as judge:
+    with ScriptedJudge(slow_s=7.0, questions={good: question}) as judge:
         labeler = labeler_settings(settings, judge_url=judge.base_url)
         ids = {name: f"{name}-{uuid.uuid4().hex[:8]}" for name in ("good", "nonjson", "slow", "unsafe")}
         texts = {"good": good, "nonjson": nonjson, "slow": slow, "unsafe": unsafe}

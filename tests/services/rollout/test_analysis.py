@@ -96,6 +96,28 @@ def test_a_bad_stage_plan_is_refused_with_the_reason(stages: list[float], messag
         RolloutOptions(stages=stages)
 
 
+@pytest.mark.parametrize(
+    ("per_stage", "message"),
+    [
+        ([["error_rate"], ["error_rate"]], "names 2 stages, the plan [0.05, 0.25, 1.0] has 3"),
+        ([["error_rate"], ["feedback"], ["error_rate", "feedback"]], "it leaves out ['latency_p95'"),
+    ],
+)
+def test_a_bad_per_stage_requirement_is_refused_with_the_reason(
+    per_stage: list[list[str]], message: str
+) -> None:
+    with pytest.raises(ValidationError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        RolloutOptions(stage_required_metrics=per_stage)
+
+
+def test_each_stage_requires_its_own_metrics_and_the_last_requires_them_all() -> None:
+    everything = ["error_rate", "latency_p95", "feedback", "composite_reward"]
+    health = ["error_rate", "latency_p95", "composite_reward"]
+    options = RolloutOptions(stage_required_metrics=[health, everything, everything])
+    assert [options.required_at(stage) for stage in range(3)] == [health, everything, everything]
+    assert RolloutOptions().required_at(0) == everything
+
+
 def test_the_gateway_refuses_the_placeholder_ingest_key_outside_development() -> None:
     from services.rollout.settings import RolloutSettings
 

@@ -163,6 +163,35 @@ async def test_too_little_traffic_extends_the_stage_and_missing_data_is_never_a_
     assert rolled_back.metrics["error_rate.canary_n"] >= 30  # the other metrics had data: not enough alone
 
 
+async def test_a_first_stage_without_feedback_requirement_advances_and_the_next_stage_waits_for_it(
+    settings: KaizenSettings,
+) -> None:
+    everything = ["error_rate", "latency_p95", "feedback", "composite_reward"]
+    health = ["error_rate", "latency_p95", "composite_reward"]
+    rollout = rollout_settings(
+        settings, max_extensions=1, stage_required_metrics=[health, everything, everything]
+    )
+    canary = await asyncio.to_thread(register_version, rollout, 8)
+    no_feedback = Profile(feedback=())
+
+    def profile(version: str, routing: Routing) -> Profile | None:
+        return no_feedback  # healthy answers that nobody rates
+
+    async with (
+        StageEvents(rollout) as stages,
+        running(controller_app(rollout)),
+        Producer(rollout) as producer,
+        traffic(rollout, profile),
+    ):
+        await producer.send(eval_passed(rollout, canary))
+        rolled_back = await stages.decision(canary, "rolled_back")
+
+    assert stages.decisions(canary) == [("started", 0), ("advanced", 1), ("extended", 1), ("rolled_back", 1)]
+    advanced = next(e for e in stages.events if e.decision == "advanced")
+    assert "composite_reward ok" in advanced.reason and "feedback insufficient" in advanced.reason
+    assert "stage 1 (25%): too little data" in rolled_back.reason and "feedback" in rolled_back.reason
+
+
 async def test_a_second_candidate_waits_for_the_running_rollout(settings: KaizenSettings) -> None:
     rollout = rollout_settings(settings, min_stage_duration_s=60.0)
     first = await asyncio.to_thread(register_version, rollout, 6)
