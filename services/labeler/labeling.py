@@ -260,20 +260,26 @@ class Labeler:
         return results
 
     def _read_traces(self, events: Sequence[TraceIngested]) -> dict[tuple[str, str], dict[str, Any]]:
-        """The trace rows the events point at, read as of each event's snapshot."""
+        """The trace rows the events point at: from the data files of the append each event names (the
+        ingest worker's commit), else as of that snapshot, else from the current table."""
         by_snapshot: dict[int | None, list[TraceIngested]] = defaultdict(list)
         for event in events:
             by_snapshot[event.stored.snapshot_id].append(event)
         rows: dict[tuple[str, str], dict[str, Any]] = {}
         for snapshot_id, group in by_snapshot.items():
             ids = sorted({event.trace_id for event in group})
-            row_filter = In("trace_id", ids)  # type: ignore[call-arg,misc]
-            table = self.store.table(TRACES)
-            if snapshot_id is not None and table.snapshot_by_id(snapshot_id) is not None:
-                found = self.store.read_snapshot(TRACES, snapshot_id, row_filter)
-            else:
-                found = self.store.read(TRACES, row_filter)
-            for row in found.to_pylist():
+            found = []
+            if snapshot_id is not None:
+                found = self.store.read_added(TRACES, snapshot_id, In("trace_id", ids)).to_pylist()  # type: ignore[call-arg,misc]
+            missing = sorted(set(ids) - {row["trace_id"] for row in found})
+            if missing:
+                row_filter = In("trace_id", missing)  # type: ignore[call-arg,misc]
+                table = self.store.table(TRACES)
+                if snapshot_id is not None and table.snapshot_by_id(snapshot_id) is not None:
+                    found += self.store.read_snapshot(TRACES, snapshot_id, row_filter).to_pylist()
+                else:
+                    found += self.store.read(TRACES, row_filter).to_pylist()
+            for row in found:
                 rows[(row["project_id"], row["trace_id"])] = row
         return rows
 

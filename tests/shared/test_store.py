@@ -123,6 +123,12 @@ def test_one_dataset_is_one_snapshot_and_reads_back_by_snapshot(settings: Kaizen
     second = store.append(DATASETS, items("ds-2", 2), snapshot_properties={"kaizen.dataset_id": "ds-2"})
     assert first is not None and second is not None and first != second
     assert store.read_snapshot(DATASETS, first).num_rows == 3
+    # What one append added, from its own files: the rows of that commit alone.
+    assert store.read_snapshot(DATASETS, second).num_rows == 5
+    assert sorted(store.read_added(DATASETS, second).column("item_id").to_pylist()) == ["ds-2-0", "ds-2-1"]
+    assert store.read_added(DATASETS, first).num_rows == 3
+    assert store.read_added(DATASETS, second, "item_id == 'ds-1-0'").num_rows == 0
+    assert store.read_added(DATASETS, 12345).num_rows == 0  # no such snapshot: nothing, not an error
     assert store.read(DATASETS, "dataset_id == 'ds-2'").num_rows == 2
     summary = store.table(DATASETS).snapshot_by_id(second).summary  # type: ignore[union-attr]
     assert summary["kaizen.dataset_id"] == "ds-2"
