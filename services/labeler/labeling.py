@@ -26,6 +26,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -133,6 +134,7 @@ class Labeler:
         self.scorer = scorer
         self.state_ttl_s = state_ttl_s
         self.use_judge = use_judge
+        self._state_since_marked: set[str] = set()
 
     # -- keys ------------------------------------------------------------------------------------
 
@@ -146,6 +148,26 @@ class Labeler:
 
     def _feedback_key(self, project_id: str, trace_id: str) -> str:
         return self.state.key("feedback", project_id, trace_id)
+
+    def _state_since_key(self, project_id: str) -> str:
+        return self.state.key("state-since", project_id)
+
+    async def _mark_state_since(self, project_id: str) -> None:
+        """Remember (once, without expiry) when this project's first scores went into Redis."""
+        if project_id not in self._state_since_marked:
+            await self.state.client.set(self._state_since_key(project_id), str(time.time()), nx=True)
+            self._state_since_marked.add(project_id)
+
+    async def _state_may_have_expired(self, project_id: str) -> bool:
+        """Whether a trace of the project may have been scored so long ago that its Redis state expired.
+
+        If not, a trace without scores has not been labeled yet (its feedback waits for it in Redis), and
+        the labels table need not be read: in the demo, users rate most answers before their trace is
+        through ingest, and each such read scanned the whole labels table. With no mark (a new project,
+        or a Redis that lost its data), the table is read, as before.
+        """
+        raw = await self.state.client.get(self._state_since_key(project_id))
+        return raw is None or time.time() - float(raw) >= self.state_ttl_s
 
     async def _seen(self, kind: str, event_id: str) -> bool:
         return bool(await self.state.client.exists(self.state.key("seen", kind, event_id)))
@@ -173,6 +195,7 @@ class Labeler:
                 unscored.append(event)
         for scores in await self._score(unscored):
             known[(scores.project_id, scores.trace_id)] = scores
+            await self._mark_state_since(scores.project_id)
             await self.state.put_json(
                 self._scores_key(scores.project_id, scores.trace_id), scores.to_json(), ttl_s=self.state_ttl_s
             )
@@ -198,7 +221,9 @@ class Labeler:
             cached = await self.state.get_json(self._scores_key(project_id, trace_id))
             if cached is not None:
                 scored.append(TraceScores.from_json(cached))
-            elif (recovered := await self._recover(project_id, trace_id)) is not None:
+            elif await self._state_may_have_expired(project_id) and (
+                recovered := await self._recover(project_id, trace_id)
+            ):
                 scored.append(recovered)
             # else: the trace has not arrived yet; its label will include this feedback
         await self._relabel(scored, batch)

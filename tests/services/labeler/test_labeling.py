@@ -5,6 +5,7 @@ OpenAI-compatible server on loopback, scripted) labels every trace even when a j
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import pytest
@@ -107,12 +108,15 @@ async def test_feedback_before_or_after_its_trace_gives_the_same_reward_and_late
         assert rows_a[1]["prompt"] == ANSWERS[0][0] and rows_a[1]["session_id"] == "s-1"
         assert [row["label_version"] for row in labels_of(settings, later[0])] == [1]
 
-        # Days later, the Redis join state is gone: feedback still relabels, from the labels table.
+        # Days later, the Redis join state is gone (the project's state is older than its time to live):
+        # feedback still relabels, from the labels table.
         state = RedisState(settings)
         await state.client.delete(
             state.key("state", Labeler._scores_key(project, first[0])),
             state.key("state", Labeler._label_key(project, first[0])),
         )
+        expired = time.time() - labeler.labeler.state_ttl_s - 1
+        await state.client.set(state.key("state-since", project), str(expired))
         await state.close()
         async with running(labeler_app(labeler)):
             await traffic.publish_feedback(project, first[0], "share")
