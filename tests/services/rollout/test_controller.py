@@ -9,6 +9,8 @@ import pytest
 
 from services.rollout.controller import TAG_REASON, TAG_STATUS
 from services.rollout.routing import BASE_VERSION, Routing, read_routing
+from services.rollout.settings import RolloutSettings
+from shared.events import RolloutStage
 from shared.registry import CHAMPION, PREVIOUS, ModelRegistry
 from shared.settings import KaizenSettings
 from shared.state import RedisState
@@ -135,15 +137,12 @@ async def test_a_canary_with_worse_feedback_is_rolled_back(settings: KaizenSetti
     assert rolled_back.metrics["feedback.canary"] < rolled_back.metrics["feedback.champion"]
 
 
-async def test_too_little_traffic_extends_the_stage_and_missing_data_is_never_a_pass(
-    settings: KaizenSettings,
-) -> None:
-    rollout = rollout_settings(settings, max_extensions=2)
-    canary = await asyncio.to_thread(register_version, rollout, 5)
+async def roll_out_unrated(rollout: RolloutSettings, canary: str) -> tuple[StageEvents, RolloutStage]:
+    """Roll ``canary`` out until it is rolled back: traces and labels flow on both arms, but no user ever
+    rates an answer."""
     no_feedback = Profile(feedback=())
 
     def profile(version: str, routing: Routing) -> Profile | None:
-        # Traces and labels flow on both arms, but no user ever rates an answer.
         return no_feedback
 
     async with (
@@ -154,6 +153,15 @@ async def test_too_little_traffic_extends_the_stage_and_missing_data_is_never_a_
     ):
         await producer.send(eval_passed(rollout, canary))
         rolled_back = await stages.decision(canary, "rolled_back")
+    return stages, rolled_back
+
+
+async def test_too_little_traffic_extends_the_stage_and_missing_data_is_never_a_pass(
+    settings: KaizenSettings,
+) -> None:
+    rollout = rollout_settings(settings, max_extensions=2)
+    canary = await asyncio.to_thread(register_version, rollout, 5)
+    stages, rolled_back = await roll_out_unrated(rollout, canary)
 
     assert stages.decisions(canary) == [("started", 0), ("extended", 0), ("extended", 0), ("rolled_back", 0)]
     extended = [e for e in stages.events if e.decision == "extended"]
@@ -172,19 +180,7 @@ async def test_a_first_stage_without_feedback_requirement_advances_and_the_next_
         settings, max_extensions=1, stage_required_metrics=[health, everything, everything]
     )
     canary = await asyncio.to_thread(register_version, rollout, 8)
-    no_feedback = Profile(feedback=())
-
-    def profile(version: str, routing: Routing) -> Profile | None:
-        return no_feedback  # healthy answers that nobody rates
-
-    async with (
-        StageEvents(rollout) as stages,
-        running(controller_app(rollout)),
-        Producer(rollout) as producer,
-        traffic(rollout, profile),
-    ):
-        await producer.send(eval_passed(rollout, canary))
-        rolled_back = await stages.decision(canary, "rolled_back")
+    stages, rolled_back = await roll_out_unrated(rollout, canary)
 
     assert stages.decisions(canary) == [("started", 0), ("advanced", 1), ("extended", 1), ("rolled_back", 1)]
     advanced = next(e for e in stages.events if e.decision == "advanced")
