@@ -295,6 +295,12 @@ class Curator:
         """Write the requested dataset (or find it written by an earlier attempt); its event."""
         last = await self.state.get_json(self._last_key(project_id))
         watermark = last["watermark"] if last else None
+        # The cutoff leaves out labels younger than label_settle_s. Wait until it covers the request, so
+        # the labels that fired the trigger are in: a reduced loop whose labels came in a burst just
+        # before its trigger built a dataset of 4 items out of 24 new samples.
+        wait = request.requested_at + self.config.label_settle_s - self.clock()
+        if wait > 0:
+            await asyncio.sleep(min(wait, self.config.label_settle_s))
         started = datetime.now(UTC)
         cutoff = started - timedelta(seconds=self.config.label_settle_s)
         existing = await asyncio.to_thread(self._existing_snapshot, request.dataset_id)
