@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic_core import to_json
+from pyiceberg.expressions import In
 
 from services.ingest.ledger import Entry, Ledger, Stage, now_ms
 from services.ingest.metrics import IngestMetrics
@@ -193,10 +194,18 @@ class TraceLanding:
         if resolved:
             # A previous attempt claimed these and died: did its commit happen?
             committed = await asyncio.to_thread(self._committed_tokens, pending_tokens)
+            unknown: dict[str, set[str]] = {}
+            for _, record, claim in resolved:
+                table = TRACES if record.consent else TRACES_NOTRAIN
+                if (table, claim.token) not in committed:
+                    unknown.setdefault(table, set()).add(record.trace_id)
+            stored = await asyncio.to_thread(self._stored_traces, unknown) if unknown else {}
             reclaim: list[str] = []
             for ledger_key, record, claim in resolved:
                 table = TRACES if record.consent else TRACES_NOTRAIN
                 snapshot = committed.get((table, claim.token))
+                if snapshot is None:
+                    snapshot = stored.get((table, record.project_id, record.trace_id))
                 if snapshot is not None:
                     await self._after_commit(
                         result, [(ledger_key, record)], snapshot, received_at, record.consent
@@ -323,6 +332,28 @@ class TraceLanding:
                 token = snapshot.summary.get(SNAPSHOT_TOKEN) if snapshot.summary else None
                 if token in wanted:
                     found[(table, token)] = snapshot.snapshot_id
+        return found
+
+    def _stored_traces(self, trace_ids: dict[str, set[str]]) -> dict[tuple[str, str, str], int]:
+        """(table, project id, trace id) -> the table's current snapshot, for the traces it holds.
+
+        For claims whose token no snapshot carries any more: the snapshot may have been expired since
+        (``IcebergStore.expire_snapshots``), and its rows are then the proof of the commit. The current
+        snapshot holds them; a reader that looks for them among that snapshot's own files falls back to
+        reading the table as of it.
+        """
+        found: dict[tuple[str, str, str], int] = {}
+        for table, wanted in trace_ids.items():
+            try:
+                current = self.store.catalog.load_table(self.store.identifier(table)).current_snapshot()
+            except Exception:  # the table does not exist yet: nothing was committed to it
+                continue
+            if current is None:
+                continue
+            row_filter = In("trace_id", sorted(wanted))  # type: ignore[call-arg,misc]
+            rows = self.store.read(table, row_filter, selected_fields=("project_id", "trace_id")).to_pylist()
+            for row in rows:
+                found[(table, row["project_id"], row["trace_id"])] = current.snapshot_id
         return found
 
     async def mark_announced(self, announced: Sequence[Announcement]) -> None:

@@ -10,7 +10,17 @@ from pyiceberg.schema import Schema
 from pyiceberg.transforms import DayTransform, IdentityTransform
 
 from shared.settings import KaizenSettings
-from shared.store import DATASETS, LABELS, TABLE_SPECS, TRACES, IcebergStore, StoreError
+from shared.store import (
+    DATASETS,
+    KEEP_SNAPSHOTS,
+    LABELS,
+    STREAMED,
+    TABLE_SPECS,
+    TRACES,
+    TRACES_NOTRAIN,
+    IcebergStore,
+    StoreError,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -189,3 +199,44 @@ def test_a_table_of_an_earlier_release_gains_the_new_columns(settings: KaizenSet
     assert "messages" in {field.name for field in fresh.table(DATASETS).schema().fields}
     read = sorted(fresh.read(DATASETS).to_pylist(), key=lambda r: r["item_id"])
     assert [r["messages"] for r in read] == [None, '[{"role": "user", "content": "Q?"}]']
+
+
+def test_a_streamed_table_keeps_a_bounded_history_and_every_row(settings: KaizenSettings) -> None:
+    store = IcebergStore(settings)
+    spec = TABLE_SPECS[TRACES]
+    # An older release made the table without history properties: it gains them on first use, and a
+    # value set on the table (here a history of 5 snapshots, to keep the test short) is left alone.
+    store.catalog.create_namespace_if_not_exists(store.namespace)
+    store.catalog.create_table(
+        store.identifier(TRACES),
+        schema=spec.schema,
+        partition_spec=spec.partition_spec,
+        properties={KEEP_SNAPSHOTS: "5"},
+    )
+    fresh = IcebergStore(settings)
+    properties = fresh.table(TRACES).properties
+    assert {key: properties[key] for key in STREAMED} == {**STREAMED, KEEP_SNAPSHOTS: "5"}
+    snapshots = []
+    for batch in range(12):
+        rows = trace_rows(2, settings.project_id)
+        for row in rows:
+            row["trace_id"] = f"b{batch}-{row['trace_id']}"
+        snapshots.append(fresh.append(TRACES, rows))
+        # Expired once it holds a fifth more than it keeps (5 + 1), down to the newest 5.
+        assert len(fresh.table(TRACES).metadata.snapshots) <= 6
+    kept = {s.snapshot_id for s in IcebergStore(settings).table(TRACES).metadata.snapshots}
+    assert set(snapshots[-5:]) <= kept and snapshots[0] not in kept
+    assert fresh.read(TRACES).num_rows == 12 * 2  # expiry drops history, never rows
+    assert fresh.read_added(TRACES, snapshots[-1]).num_rows == 2
+    assert fresh.read_added(TRACES, snapshots[0]).num_rows == 0  # gone: the caller reads the table
+    fresh.expire_snapshots(TRACES)
+    assert len(fresh.table(TRACES).metadata.snapshots) == 5
+    assert fresh.expire_snapshots(TRACES) == 0  # nothing more to expire
+
+
+def test_datasets_keep_every_snapshot(settings: KaizenSettings) -> None:
+    store = IcebergStore(settings)
+    assert KEEP_SNAPSHOTS not in TABLE_SPECS[DATASETS].properties
+    assert all(TABLE_SPECS[name].properties == STREAMED for name in (TRACES, TRACES_NOTRAIN, LABELS))
+    store.table(DATASETS)
+    assert store.expire_snapshots(DATASETS) == 0

@@ -34,6 +34,7 @@ async def test_a_redelivered_batch_finishes_what_a_killed_worker_left(
     windows = {
         "claimed, killed before the commit": sample_trace(key.project_id),
         "committed, killed before the ledger knew": sample_trace(key.project_id),
+        "committed, killed before the ledger knew, its snapshot expired since": sample_trace(key.project_id),
         "announcing, the event was published": sample_trace(key.project_id),
         "announcing, the event was not published": sample_trace(key.project_id),
         "done, killed before the offset commit": sample_trace(key.project_id),
@@ -57,6 +58,13 @@ async def test_a_redelivered_batch_finishes_what_a_killed_worker_left(
     await ledger.put(
         [ledger_key("claimed, killed before the commit")], [Entry(Stage.PENDING, token="t-lost")]
     )
+    expired = await asyncio.to_thread(
+        append, "committed, killed before the ledger knew, its snapshot expired since", token="t-expired"
+    )
+    await ledger.put(
+        [ledger_key("committed, killed before the ledger knew, its snapshot expired since")],
+        [Entry(Stage.PENDING, token="t-expired")],
+    )
     committed = await asyncio.to_thread(append, "committed, killed before the ledger knew", token="t-kept")
     await ledger.put(
         [ledger_key("committed, killed before the ledger knew")], [Entry(Stage.PENDING, token="t-kept")]
@@ -76,6 +84,8 @@ async def test_a_redelivered_batch_finishes_what_a_killed_worker_left(
     await ledger.put(
         [ledger_key("done, killed before the offset commit")], [Entry(Stage.DONE, snapshot_id=announced)]
     )
+    await asyncio.to_thread(store.table(TRACES).maintenance.expire_snapshots().by_id(expired).commit)
+    assert store.table(TRACES).snapshot_by_id(expired) is None
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all")
     await producer.start()
     try:
@@ -116,6 +126,14 @@ async def test_a_redelivered_batch_finishes_what_a_killed_worker_left(
     by_trace = {event["trace_id"]: event for event in ingested}
     assert (
         by_trace[trace_of["committed, killed before the ledger knew"]]["stored"]["snapshot_id"] == committed
+    )
+    # Its rows prove the commit; the event names a snapshot that holds them.
+    stored_in = by_trace[trace_of["committed, killed before the ledger knew, its snapshot expired since"]]
+    snapshot_id = stored_in["stored"]["snapshot_id"]
+    assert snapshot_id not in (None, expired)
+    held = await asyncio.to_thread(store.read_snapshot, TRACES, snapshot_id)
+    assert trace_of["committed, killed before the ledger knew, its snapshot expired since"] in set(
+        held.column("trace_id").to_pylist()
     )
     assert {event["event_id"] for event in ingested} == {
         str(trace_event_id(key.project_id, trace)) for trace in trace_of.values()
