@@ -49,7 +49,7 @@ from pyiceberg.exceptions import CommitFailedException, NamespaceAlreadyExistsEr
 from pyiceberg.expressions import AlwaysTrue, BooleanExpression
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
-from pyiceberg.table import Table
+from pyiceberg.table import IncrementalAppendScan, Table
 from pyiceberg.transforms import DayTransform, IdentityTransform
 from pyiceberg.types import (
     BooleanType,
@@ -397,20 +397,28 @@ class IcebergStore:
         traces table of 111 appends took 0.57 s of CPU to find two rows as of its last snapshot (57 data
         files), 0.02 s from the files that snapshot added. No rows when the snapshot is gone or added
         none; the caller falls back to ``read_snapshot`` for rows it did not find."""
+        scan = self.added_scan(name, snapshot_id, row_filter)
+        if scan is None:
+            return self.table(name).schema().as_arrow().empty_table()
+        try:
+            return scan.to_arrow()
+        except ValueError:  # the parent snapshot has expired: the range cannot be resolved
+            return self.table(name).schema().as_arrow().empty_table()
+
+    def added_scan(
+        self, name: str, snapshot_id: int, row_filter: BooleanExpression | str | None = None
+    ) -> IncrementalAppendScan | None:
+        """The scan of what one append snapshot added (``read_added``), or None when it is gone."""
         table = self.catalog.load_table(self.identifier(name))
         self._tables[name] = table
         snapshot = table.snapshot_by_id(snapshot_id)
         if snapshot is None:
-            return table.schema().as_arrow().empty_table()
-        scan = table.incremental_append_scan(
+            return None
+        return table.incremental_append_scan(
             from_snapshot_id_exclusive=snapshot.parent_snapshot_id,
             to_snapshot_id_inclusive=snapshot_id,
             row_filter=AlwaysTrue() if row_filter is None else row_filter,
         )
-        try:
-            return scan.to_arrow()
-        except ValueError:  # the parent snapshot has expired: the range cannot be resolved
-            return table.schema().as_arrow().empty_table()
 
 
 def _ensure_local_dirs(settings: KaizenSettings) -> None:

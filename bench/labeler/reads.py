@@ -96,12 +96,8 @@ def main() -> int:
             assert full_rows == added_rows == 2, (full_rows, added_rows)
             current = store.table(TRACES)
             full_files = len(list(current.scan(row_filter=ids, snapshot_id=snapshot_id).plan_files()))
-            snapshot = current.snapshot_by_id(snapshot_id)
-            added_scan = current.incremental_append_scan(
-                from_snapshot_id_exclusive=snapshot.parent_snapshot_id if snapshot else None,
-                to_snapshot_id_inclusive=snapshot_id,
-                row_filter=ids,
-            )
+            added_scan = store.added_scan(TRACES, snapshot_id, ids)
+            assert added_scan is not None
             table.add_row(
                 str(commit),
                 f"{full:.3f}",
