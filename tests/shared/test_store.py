@@ -216,16 +216,23 @@ def test_a_streamed_table_keeps_a_bounded_history_and_every_row(settings: Kaizen
     fresh = IcebergStore(settings)
     properties = fresh.table(TRACES).properties
     assert {key: properties[key] for key in STREAMED} == {**STREAMED, KEEP_SNAPSHOTS: "5"}
-    snapshots = []
+    snapshots: list[int | None] = []
+    lists: list[str] = []
     for batch in range(12):
         rows = trace_rows(2, settings.project_id)
         for row in rows:
             row["trace_id"] = f"b{batch}-{row['trace_id']}"
         snapshots.append(fresh.append(TRACES, rows))
+        lists.append(fresh.table(TRACES).metadata.snapshot_by_id(snapshots[-1]).manifest_list)  # type: ignore[arg-type,union-attr]
         # Expired once it holds a fifth more than it keeps (5 + 1), down to the newest 5.
         assert len(fresh.table(TRACES).metadata.snapshots) <= 6
-    kept = {s.snapshot_id for s in IcebergStore(settings).table(TRACES).metadata.snapshots}
-    assert set(snapshots[-5:]) <= kept and snapshots[0] not in kept
+    kept = IcebergStore(settings).table(TRACES).metadata.snapshots
+    kept_ids = {s.snapshot_id for s in kept}
+    assert set(snapshots[-5:]) <= kept_ids and snapshots[0] not in kept_ids
+    # The kept snapshots' manifest lists are there; the expired ones' were deleted.
+    io = fresh.table(TRACES).io
+    assert all(io.new_input(s.manifest_list).exists() for s in kept)
+    assert not any(io.new_input(path).exists() for path in lists[:-6])
     assert fresh.read(TRACES).num_rows == 12 * 2  # expiry drops history, never rows
     assert fresh.read_added(TRACES, snapshots[-1]).num_rows == 2
     assert fresh.read_added(TRACES, snapshots[0]).num_rows == 0  # gone: the caller reads the table
