@@ -1,7 +1,8 @@
 """What routes depend on, as ``Annotated`` aliases: the caller's project, the intake, the settings.
 
 The dependencies are ``async`` although they never wait: FastAPI runs a plain ``def`` dependency in
-its thread pool, and that hand-off cost the OTLP route about 15% of its CPU (py-spy, bench.ingest).
+its thread pool, four hand-offs per request. As coroutines, the HTTP intake alone used 69-78 us of CPU
+a span instead of 86-90 (``python -m bench.ingest``, three alternating runs each).
 """
 
 from __future__ import annotations
