@@ -55,6 +55,18 @@ def kafka_libs() -> Path:
     return cache_dir() / f"kafka-{kafka_version()}" / "libs"
 
 
+def kafka_cluster_id() -> str:
+    """A new KRaft cluster id: 16 random bytes in URL-safe base64, as Kafka's ``random-uuid`` prints.
+
+    Like Kafka's own ``Uuid.randomUuid``, never one that starts with ``-``: the storage tool would read
+    ``-t -Xyz...`` as an option and refuse to format (one fresh stack in 64 failed to start that way).
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def install_kafka() -> Path:
     """Fetch the Kafka jars with Maven once; later calls find them in the cache."""
     libs = kafka_libs()
@@ -218,7 +230,7 @@ class Stack:
                 "logger.kafka.name=kafka\nlogger.kafka.level=INFO\n"
             )
             if not (data / "logs" / "meta.properties").exists():
-                cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+                cluster_id = kafka_cluster_id()
                 subprocess.run(
                     [
                         *self._java(libs, log_config),

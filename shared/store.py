@@ -270,16 +270,26 @@ class IcebergStore:
             self.catalog.create_namespace(self.namespace)
         except NamespaceAlreadyExistsError:
             pass
-        try:
-            table = self._with_new_columns(self.catalog.load_table(self.identifier(name)), spec)
-            table = self._with_properties(table, spec)
-        except NoSuchTableError:
-            table = self.catalog.create_table_if_not_exists(
-                self.identifier(name),
-                schema=spec.schema,
-                partition_spec=spec.partition_spec,
-                properties={"comment": spec.description, "format-version": "2", **spec.properties},
-            )
+        attempts = self.settings.catalog.commit_retries + 1
+        for attempt in range(1, attempts + 1):
+            try:
+                table = self._with_new_columns(self.catalog.load_table(self.identifier(name)), spec)
+                table = self._with_properties(table, spec)
+                break
+            except NoSuchTableError:
+                table = self.catalog.create_table_if_not_exists(
+                    self.identifier(name),
+                    schema=spec.schema,
+                    partition_spec=spec.partition_spec,
+                    properties={"comment": spec.description, "format-version": "2", **spec.properties},
+                )
+                break
+            except CommitFailedException as exc:
+                # Services start together: another one brought the table up to date first. Load it
+                # again; what it changed is then there.
+                if attempt == attempts:
+                    raise StoreError(f"table {name!r} could not be brought up to date: {exc}") from exc
+                time.sleep(0.05 * attempt * (0.5 + random.random()))
         self._tables[name] = table
         return table
 

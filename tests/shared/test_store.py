@@ -247,3 +247,33 @@ def test_datasets_keep_every_snapshot(settings: KaizenSettings) -> None:
     assert all(TABLE_SPECS[name].properties == STREAMED for name in (TRACES, TRACES_NOTRAIN, LABELS))
     store.table(DATASETS)
     assert store.expire_snapshots(DATASETS) == 0
+
+
+def test_services_starting_together_bring_an_older_table_up_to_date_once(settings: KaizenSettings) -> None:
+    # Every service asks for the table at start; on an older table each then sets the new properties,
+    # and all but the first lose the commit race. None may fail for it.
+    spec = TABLE_SPECS[LABELS]
+    first = IcebergStore(settings)
+    first.catalog.create_namespace_if_not_exists(first.namespace)
+    first.catalog.create_table(
+        first.identifier(LABELS), schema=spec.schema, partition_spec=spec.partition_spec
+    )
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def start() -> None:
+        try:
+            store = IcebergStore(settings)
+            barrier.wait()
+            store.table(LABELS)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    properties = IcebergStore(settings).table(LABELS).properties
+    assert {key: properties[key] for key in STREAMED} == STREAMED
