@@ -38,6 +38,7 @@ from services.ingest.landing import Announcement, FeedbackLanding, LandingResult
 from services.ingest.ledger import Ledger
 from services.ingest.metrics import IngestMetrics
 from services.ingest.redaction import Redactor
+from services.ingest.runtime import BatchCollector
 from services.ingest.settings import IngestSettings
 from services.ingest.validation import Rejected, decode_events
 from shared.bus import (
@@ -334,16 +335,23 @@ def create_app(
     }
     trace_group = settings.kafka.group(TRACE_CONSUMER)
     feedback_group = settings.kafka.group(FEEDBACK_CONSUMER)
+    collector = BatchCollector()  # collects here, where a batch's objects are out of scope
 
     @subscribe(broker, settings, TRACE_RAW, TRACE_CONSUMER, title="trace.raw:ingest", **batch)
     async def land_traces(bodies: list[bytes], message: KafkaMessage) -> None:
         """Land a batch of traces in Iceberg and announce the consented ones on trace.ingested."""
-        await worker.land_traces(message.raw_message, trace_group)
+        try:
+            await worker.land_traces(message.raw_message, trace_group)
+        finally:
+            collector.after_batch()
 
     @subscribe(broker, settings, FEEDBACK_RAW, FEEDBACK_CONSUMER, title="feedback.raw:ingest", **batch)
     async def land_feedback(bodies: list[bytes], message: KafkaMessage) -> None:
         """Announce a batch of feedback on feedback.received, once per feedback id."""
-        await worker.land_feedback(message.raw_message, feedback_group)
+        try:
+            await worker.land_feedback(message.raw_message, feedback_group)
+        finally:
+            collector.after_batch()
 
     app = FastStream(broker, on_startup=[worker.start], after_shutdown=[worker.stop])
     app.context.set_global("worker", worker)

@@ -16,9 +16,9 @@ def main() -> None:
     settings = IngestSettings()
     configure_logging("ingest-worker", settings.log_level)
     from services.ingest.app import app
-    from services.ingest.runtime import tune_gc
+    from services.ingest.runtime import WORKER_YOUNG_THRESHOLD, tune_gc
 
-    tune_gc()
+    tune_gc(WORKER_YOUNG_THRESHOLD)
 
     try:
         import uvloop
