@@ -106,10 +106,10 @@ def main() -> int:
         return [
             to_json(
                 {
-                    "event_id": str(trace_event_id(e.project_id, e.record.trace_id)),
+                    "event_id": trace_event_id(e.project_id, e.record.trace_id),
                     "type": TRACE_INGESTED,
                     "schema_version": 1,
-                    "occurred_at": now.isoformat(),
+                    "occurred_at": now,
                     "producer": WORKER,
                     "project_id": e.project_id,
                     "correlation_id": e.record.trace_id,

@@ -10,6 +10,7 @@ then calls ``mark_announced``.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import uuid
 from collections.abc import Sequence
@@ -40,13 +41,36 @@ SNAPSHOT_TOKEN = "kaizen.ingest.token"
 """Snapshot property naming the landing attempt that committed it (how a retry knows it was committed)."""
 
 
-def trace_event_id(project_id: str, trace_id: str) -> uuid.UUID:
+def trace_event_id(project_id: str, trace_id: str) -> str:
     """The ``trace.ingested`` event id of a trace: the same on every attempt, so copies are recognizable."""
-    return uuid.uuid5(EVENT_NAMESPACE, f"trace.ingested/{project_id}/{trace_id}")
+    return _uuid5(f"trace.ingested/{project_id}/{trace_id}")
 
 
-def feedback_event_id(project_id: str, feedback_id: str) -> uuid.UUID:
-    return uuid.uuid5(EVENT_NAMESPACE, f"feedback.received/{project_id}/{feedback_id}")
+def feedback_event_id(project_id: str, feedback_id: str) -> str:
+    return _uuid5(f"feedback.received/{project_id}/{feedback_id}")
+
+
+_NAMESPACE_BYTES = EVENT_NAMESPACE.bytes
+
+
+def _uuid5(name: str) -> str:
+    """``str(uuid.uuid5(EVENT_NAMESPACE, name))``, in a third of the time (1.0 us against 2.6: no
+    ``UUID`` object on the way); the worker makes one per trace it announces."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    text = digest.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+def _shared_entries(stage: Stage, model_versions: Sequence[str | None], **fields: Any) -> list[Entry]:
+    """One ledger entry per model version, each entry shared by the traces that have that version: a
+    batch has one or a few versions, and an entry per trace cost about 1 us each."""
+    made: dict[str | None, Entry] = {}
+    return [
+        made.get(version) or made.setdefault(version, Entry(stage, model_version=version, **fields))
+        for version in model_versions
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,7 +209,12 @@ class TraceLanding:
             elif claim.stage is Stage.ANNOUNCING:
                 result.uncertain.append(
                     self._announcement(
-                        ledger_key, record, claim.snapshot_id, received_at, claim.announce_started_ms
+                        ledger_key,
+                        record,
+                        claim.snapshot_id,
+                        received_at,
+                        claim.announce_started_ms,
+                        datetime.now(UTC),
                     )
                 )
             else:
@@ -256,25 +285,18 @@ class TraceLanding:
         received_at: dict[tuple[str, str], datetime],
         consent: bool,
     ) -> None:
+        versions = [r.model_version for _, r in landed]
         if consent:
             started = now_ms()
-            entries = [
-                Entry(
-                    Stage.ANNOUNCING,
-                    snapshot_id=snapshot,
-                    announce_started_ms=started,
-                    model_version=r.model_version,
-                )
-                for _, r in landed
-            ]
+            entries = _shared_entries(
+                Stage.ANNOUNCING, versions, snapshot_id=snapshot, announce_started_ms=started
+            )
             await self.ledger.put([k for k, _ in landed], entries)
             result.stored += len(landed)
-            result.fresh += [self._announcement(k, r, snapshot, received_at, started) for k, r in landed]
+            now = datetime.now(UTC)
+            result.fresh += [self._announcement(k, r, snapshot, received_at, started, now) for k, r in landed]
         else:
-            entries = [
-                Entry(Stage.UNCONSENTED, snapshot_id=snapshot, model_version=r.model_version)
-                for _, r in landed
-            ]
+            entries = _shared_entries(Stage.UNCONSENTED, versions, snapshot_id=snapshot)
             await self.ledger.put([k for k, _ in landed], entries)
             result.unconsented += len(landed)
 
@@ -285,16 +307,17 @@ class TraceLanding:
         snapshot: int | None,
         received_at: dict[tuple[str, str], datetime],
         started_ms: int,
+        now: datetime,
     ) -> Announcement:
         # The event's JSON is written straight from a dict (a model per event costs more than the
         # rest of its work); the tests validate what lands on the topic against ``TraceIngested``.
-        event_id = str(trace_event_id(record.project_id, record.trace_id))
+        event_id = trace_event_id(record.project_id, record.trace_id)
         value = to_json(
             {
                 "event_id": event_id,
                 "type": TRACE_INGESTED,
                 "schema_version": 1,
-                "occurred_at": datetime.now(UTC).isoformat(),
+                "occurred_at": now,
                 "producer": WORKER,
                 "project_id": record.project_id,
                 "correlation_id": record.trace_id,
@@ -315,7 +338,7 @@ class TraceLanding:
             event_id=event_id,
             ledger_key=ledger_key,
             model_version=record.model_version,
-            received_at=received_at.get((record.project_id, record.trace_id), datetime.now(UTC)),
+            received_at=received_at.get((record.project_id, record.trace_id)) or now,
             started_ms=started_ms,
             snapshot_id=snapshot,
         )
@@ -357,8 +380,10 @@ class TraceLanding:
         return found
 
     async def mark_announced(self, announced: Sequence[Announcement]) -> None:
+        made: dict[tuple[int | None, str | None], Entry] = {}
         entries = [
-            Entry(Stage.DONE, snapshot_id=a.snapshot_id, model_version=a.model_version) for a in announced
+            made.get(key) or made.setdefault(key, Entry(Stage.DONE, snapshot_id=key[0], model_version=key[1]))
+            for key in ((a.snapshot_id, a.model_version) for a in announced)
         ]
         await self.ledger.put([a.ledger_key for a in announced], entries)
 
@@ -392,6 +417,7 @@ class FeedbackLanding:
         traces = await self.ledger.get(
             [self.ledger.key("trace", record.project_id, record.trace_id) for record, _ in batch.values()]
         )
+        now = datetime.now(UTC)
         for ledger_key, (record, received), claim, trace in zip(
             keys, batch.values(), claims, traces, strict=True
         ):
@@ -399,13 +425,13 @@ class FeedbackLanding:
                 result.duplicates += 1
                 continue
             model_version = trace.model_version if trace else None
-            event_id = str(feedback_event_id(record.project_id, record.feedback_id))
+            event_id = feedback_event_id(record.project_id, record.feedback_id)
             value = to_json(
                 {
                     "event_id": event_id,
                     "type": FEEDBACK_RECEIVED,
                     "schema_version": 1,
-                    "occurred_at": datetime.now(UTC).isoformat(),
+                    "occurred_at": now,
                     "producer": WORKER,
                     "project_id": record.project_id,
                     "correlation_id": record.trace_id,

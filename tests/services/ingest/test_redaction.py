@@ -1,8 +1,10 @@
 """PII redaction: what is found is replaced by its kind, what is not PII stays as it was."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from services.ingest.redaction import Redactor, luhn_valid, redact_trace
+from services.ingest.redaction import _ASSIGNMENT, Redactor, luhn_valid, redact_trace
 from shared.events import ChatMessage, TraceRecord
 
 REDACTOR = Redactor()
@@ -63,6 +65,68 @@ def test_pii_is_replaced_by_its_kind(text: str, expected: str) -> None:
 )
 def test_text_without_pii_is_left_alone(text: str) -> None:
     assert REDACTOR.redact(text) == (text, 0)
+
+
+# Pieces of texts around password-like assignments: the words, quotes, whitespace runs long and short,
+# and enough separators to take both of the fast check's paths (a few, and more than a few dozen).
+_PIECES = st.sampled_from(
+    [
+        "password",
+        "Passwd",
+        "PWD",
+        "api key",
+        "API_KEY",
+        "apikey",
+        "secret_key",
+        "Secret",
+        "access-token",
+        "auth_token",
+        "token",
+        "tokens",
+        ":",
+        "=",
+        " : ",
+        "= ",
+        '"',
+        "'",
+        " ",
+        "\t",
+        "\n",
+        " " * 20,
+        "\n\t  \r\n" * 5,
+        "hunter2hunter",
+        "sw0rdfish!",
+        "value",
+        "x",
+        "{",
+        "}",
+        ",",
+        "10:30",
+        "a=b",
+        "https://example.com/a?b=c",
+        "é",
+        "İ",
+        "K",
+    ]
+)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(_PIECES, max_size=60).map("".join))
+def test_the_fast_check_never_misses_an_assignment(text: str) -> None:
+    # might_contain is the question asked before any search: a "no" for a text holding an assignment
+    # would let a password through.
+    if _ASSIGNMENT.search(text):
+        assert REDACTOR.might_contain(text)
+        assert REDACTOR.redact(text)[1] >= 1
+
+
+def test_an_assignment_far_from_its_separator_is_found() -> None:
+    text = 'note\n"password"' + " \t\n" * 40 + ": hunter2hunter and more"
+    assert REDACTOR.might_contain(text)
+    assert REDACTOR.redact(text) == ('note\n"password"' + " \t\n" * 40 + ": [KEY] and more", 1)
+    many = "k=v, " * 40 + "pwd = sw0rdfish!"
+    assert REDACTOR.redact(many) == ("k=v, " * 40 + "pwd = [KEY]", 1)
 
 
 def test_redacting_twice_finds_nothing_more() -> None:
