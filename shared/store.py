@@ -334,7 +334,10 @@ class IcebergStore:
         table = self.table(name)
         try:
             # The table's own schema: the catalog assigns field ids when it creates a table.
-            batch = pa.Table.from_pylist([dict(row) for row in rows], schema=table.schema().as_arrow())
+            batch = pa.Table.from_pylist(
+                [row if isinstance(row, dict) else dict(row) for row in rows],
+                schema=table.schema().as_arrow(),
+            )
         except (pa.ArrowInvalid, pa.ArrowTypeError, KeyError, TypeError) as exc:
             raise StoreError(f"rows do not fit table {name!r}: {exc}") from exc
         attempts = self.settings.catalog.commit_retries + 1

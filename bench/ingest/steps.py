@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 from pydantic_core import to_json
 
 from bench.ingest.__main__ import SPANS_PER_BATCH, Batches
+from services.ingest.ids import random_id
 from services.ingest.landing import WORKER, trace_event_id, trace_row
 from services.ingest.mapping import map_spans
 from services.ingest.otlp import decode_protobuf
@@ -75,7 +75,7 @@ def main() -> int:
         return [
             to_json(
                 {
-                    "event_id": str(uuid.uuid4()),
+                    "event_id": random_id(),
                     "type": TRACE_RAW,
                     "occurred_at": occurred_at,
                     "producer": "ingest-http",

@@ -9,7 +9,6 @@ in both cases nothing is promised and the client sends again (the worker dedupli
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,6 +26,7 @@ from services.ingest.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
+from services.ingest.ids import random_id
 from services.ingest.mapping import map_spans, requested_projects
 from services.ingest.metrics import IngestMetrics
 from services.ingest.otlp import JSON, PROTOBUF, decode_json, decode_protobuf
@@ -129,7 +129,7 @@ class Intake:
             values.append(
                 to_json(
                     {
-                        "event_id": str(uuid.uuid4()),
+                        "event_id": random_id(),
                         "type": TRACE_RAW,
                         "occurred_at": occurred_at,
                         "producer": INTAKE,
