@@ -23,18 +23,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic_core import to_json
-
 from bench.ingest.__main__ import SPANS_PER_BATCH, Batches
-from services.ingest.ids import random_id
-from services.ingest.landing import WORKER, trace_event_id, trace_row
+from services.ingest.intake import raw_event
+from services.ingest.landing import ingested_event, trace_row
 from services.ingest.mapping import map_spans
 from services.ingest.otlp import decode_protobuf
 from services.ingest.redaction import Redactor, redact_fields, redact_trace
 from services.ingest.runtime import tune_gc
 from services.ingest.settings import IngestSettings
 from services.ingest.validation import decode_events
-from shared.events import TRACE_INGESTED, TRACE_RAW, TraceRaw
+from shared.events import TraceRaw
 from shared.store import TRACES, IcebergStore
 
 PROJECT = "bench"
@@ -62,7 +60,8 @@ def main() -> int:
     redactor = Redactor()
     occurred_at = datetime.now(UTC).isoformat()
 
-    # The HTTP intake's steps (services.ingest.intake.Intake.accept_traces), one at a time.
+    # The HTTP intake's steps (services.ingest.intake.Intake.accept_traces), one at a time, with
+    # the services' own functions.
     decoded = [decode_protobuf(body) for body in bodies]
     mapped = [map_spans(d.spans, PROJECT) for d in decoded]
     records = [fields for m in mapped for fields in m.records]
@@ -72,21 +71,7 @@ def main() -> int:
             redact_fields(dict(fields), redactor)
 
     def envelope_all() -> list[bytes]:
-        return [
-            to_json(
-                {
-                    "event_id": random_id(),
-                    "type": TRACE_RAW,
-                    "occurred_at": occurred_at,
-                    "producer": "ingest-http",
-                    "project_id": PROJECT,
-                    "correlation_id": fields["trace_id"],
-                    "record": fields,
-                },
-                fallback=str,
-            )
-            for fields in records
-        ]
+        return [raw_event(fields, PROJECT, occurred_at) for fields in records]
 
     for fields in records:
         redact_fields(fields, redactor)
@@ -103,25 +88,7 @@ def main() -> int:
     now = datetime.now(UTC)
 
     def announce_all() -> list[bytes]:
-        return [
-            to_json(
-                {
-                    "event_id": trace_event_id(e.project_id, e.record.trace_id),
-                    "type": TRACE_INGESTED,
-                    "schema_version": 1,
-                    "occurred_at": now,
-                    "producer": WORKER,
-                    "project_id": e.project_id,
-                    "correlation_id": e.record.trace_id,
-                    "trace_id": e.record.trace_id,
-                    "model": e.record.model,
-                    "model_version": e.record.model_version,
-                    "consent": True,
-                    "stored": {"table": "kaizen.traces", "snapshot_id": 1},
-                }
-            )
-            for e in events
-        ]
+        return [ingested_event(e.record, "kaizen.traces", 1, now) for e in events]
 
     with tempfile.TemporaryDirectory() as home:
         settings = IngestSettings(project_id=PROJECT, home=Path(home))

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from aiokafka.errors import KafkaError
 from pydantic_core import to_json
@@ -59,6 +60,22 @@ class TracesAccepted:
     rejected_spans: int
     message: str
     records: int
+
+
+def raw_event(fields: dict[str, Any], project_id: str, occurred_at: str) -> bytes:
+    """The ``trace.raw`` event of a mapped, redacted trace record, as JSON (no model on the way)."""
+    return to_json(
+        {
+            "event_id": random_id(),
+            "type": TRACE_RAW,
+            "occurred_at": occurred_at,
+            "producer": INTAKE,
+            "project_id": project_id,
+            "correlation_id": fields["trace_id"],
+            "record": fields,
+        },
+        fallback=str,
+    )
 
 
 class Intake:
@@ -126,20 +143,7 @@ class Intake:
         values = []
         for fields in records:
             redact_fields(fields, self.redactor)
-            values.append(
-                to_json(
-                    {
-                        "event_id": random_id(),
-                        "type": TRACE_RAW,
-                        "occurred_at": occurred_at,
-                        "producer": INTAKE,
-                        "project_id": project.project_id,
-                        "correlation_id": fields["trace_id"],
-                        "record": fields,
-                    },
-                    fallback=str,
-                )
-            )
+            values.append(raw_event(fields, project.project_id, occurred_at))
         await self._publish(
             self._trace_topic,
             [(fields["trace_id"].encode(), value) for fields, value in zip(records, values, strict=True)],

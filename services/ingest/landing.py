@@ -50,14 +50,45 @@ def feedback_event_id(project_id: str, feedback_id: str) -> str:
     return name_id(EVENT_NAMESPACE, f"feedback.received/{project_id}/{feedback_id}")
 
 
-def _shared_entries(stage: Stage, model_versions: Sequence[str | None], **fields: Any) -> list[Entry]:
-    """One ledger entry per model version, each entry shared by the traces that have that version: a
-    batch has one or a few versions, and an entry per trace cost about 1 us each."""
-    made: dict[str | None, Entry] = {}
+def _shared_entries(
+    stage: Stage, facts: Sequence[tuple[int | None, str | None]], **fields: Any
+) -> list[Entry]:
+    """A ledger entry for each (snapshot id, model version), one object per distinct pair: a batch has
+    one or a few, and an entry per trace cost about 1 us each."""
+    made: dict[tuple[int | None, str | None], Entry] = {}
     return [
-        made.get(version) or made.setdefault(version, Entry(stage, model_version=version, **fields))
-        for version in model_versions
+        made.get(fact)
+        or made.setdefault(fact, Entry(stage, snapshot_id=fact[0], model_version=fact[1], **fields))
+        for fact in facts
     ]
+
+
+def ingested_event(record: TraceRecord, table: str, snapshot: int | None, now: datetime) -> bytes:
+    """The ``trace.ingested`` event of a stored trace, as JSON.
+
+    Written straight from a dict (a model per event costs more than the rest of its work); the tests
+    validate what lands on the topic against ``TraceIngested``.
+    """
+    return to_json(
+        {
+            "event_id": trace_event_id(record.project_id, record.trace_id),
+            "type": TRACE_INGESTED,
+            "schema_version": 1,
+            "occurred_at": now,
+            "producer": WORKER,
+            "project_id": record.project_id,
+            "correlation_id": record.trace_id,
+            "trace_id": record.trace_id,
+            "model": record.model,
+            "model_version": record.model_version,
+            "consent": True,
+            "stored": {"table": table, "snapshot_id": snapshot},
+            "user_id": record.user_id,
+            "session_id": record.session_id,
+            "latency_ms": record.latency_ms,
+            "status": record.status,
+        }
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,6 +215,7 @@ class TraceLanding:
         keys = [self.ledger.key("trace", project_id, trace_id) for project_id, trace_id in batch]
         claims = await self.ledger.claim(keys, Entry(Stage.PENDING, token=token))
         new: list[tuple[str, TraceRecord]] = []
+        now = datetime.now(UTC)
         resolved: list[tuple[str, TraceRecord, Entry]] = []
         pending_tokens: dict[str, set[str]] = {}
         for ledger_key, record, claim in zip(keys, batch.values(), claims, strict=True):
@@ -201,7 +233,7 @@ class TraceLanding:
                         claim.snapshot_id,
                         received_at,
                         claim.announce_started_ms,
-                        datetime.now(UTC),
+                        now,
                     )
                 )
             else:
@@ -272,18 +304,16 @@ class TraceLanding:
         received_at: dict[tuple[str, str], datetime],
         consent: bool,
     ) -> None:
-        versions = [r.model_version for _, r in landed]
+        facts = [(snapshot, r.model_version) for _, r in landed]
         if consent:
             started = now_ms()
-            entries = _shared_entries(
-                Stage.ANNOUNCING, versions, snapshot_id=snapshot, announce_started_ms=started
-            )
+            entries = _shared_entries(Stage.ANNOUNCING, facts, announce_started_ms=started)
             await self.ledger.put([k for k, _ in landed], entries)
             result.stored += len(landed)
             now = datetime.now(UTC)
             result.fresh += [self._announcement(k, r, snapshot, received_at, started, now) for k, r in landed]
         else:
-            entries = _shared_entries(Stage.UNCONSENTED, versions, snapshot_id=snapshot)
+            entries = _shared_entries(Stage.UNCONSENTED, facts)
             await self.ledger.put([k for k, _ in landed], entries)
             result.unconsented += len(landed)
 
@@ -296,29 +326,8 @@ class TraceLanding:
         started_ms: int,
         now: datetime,
     ) -> Announcement:
-        # The event's JSON is written straight from a dict (a model per event costs more than the
-        # rest of its work); the tests validate what lands on the topic against ``TraceIngested``.
         event_id = trace_event_id(record.project_id, record.trace_id)
-        value = to_json(
-            {
-                "event_id": event_id,
-                "type": TRACE_INGESTED,
-                "schema_version": 1,
-                "occurred_at": now,
-                "producer": WORKER,
-                "project_id": record.project_id,
-                "correlation_id": record.trace_id,
-                "trace_id": record.trace_id,
-                "model": record.model,
-                "model_version": record.model_version,
-                "consent": True,
-                "stored": {"table": self._table, "snapshot_id": snapshot},
-                "user_id": record.user_id,
-                "session_id": record.session_id,
-                "latency_ms": record.latency_ms,
-                "status": record.status,
-            }
-        )
+        value = ingested_event(record, self._table, snapshot, now)
         return Announcement(
             key=record.trace_id.encode(),
             value=value,
@@ -367,11 +376,7 @@ class TraceLanding:
         return found
 
     async def mark_announced(self, announced: Sequence[Announcement]) -> None:
-        made: dict[tuple[int | None, str | None], Entry] = {}
-        entries = [
-            made.get(key) or made.setdefault(key, Entry(Stage.DONE, snapshot_id=key[0], model_version=key[1]))
-            for key in ((a.snapshot_id, a.model_version) for a in announced)
-        ]
+        entries = _shared_entries(Stage.DONE, [(a.snapshot_id, a.model_version) for a in announced])
         await self.ledger.put([a.ledger_key for a in announced], entries)
 
 
