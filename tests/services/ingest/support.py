@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import secrets
 import socket
 import time
@@ -55,9 +56,20 @@ def new_key(project_id: str) -> Key:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port nothing holds now, drawn from below the kernel's ephemeral range (32768-60999).
+
+    A port the kernel hands out for ``bind(0)`` may be handed out again to the next process that
+    asks, before the test's server binds it: Ray Serve's proxy lost its port that way to one of Ray's
+    own processes (``Failed to bind to address``), which start between the choice and the bind.
+    """
+    for port in random.sample(range(20_000, 32_000), 200):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free loopback port between 20000 and 32000")
 
 
 def ingest_settings_for(settings: KaizenSettings, *keys: Key, **options: Any) -> IngestSettings:
