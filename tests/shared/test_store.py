@@ -5,6 +5,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import boto3
+import pyiceberg.table
 import pytest
 from pyiceberg.schema import Schema
 from pyiceberg.transforms import DayTransform, IdentityTransform
@@ -19,6 +20,7 @@ from shared.store import (
     TRACES,
     TRACES_NOTRAIN,
     IcebergStore,
+    StagedTransaction,
     StoreError,
 )
 
@@ -239,6 +241,44 @@ def test_a_streamed_table_keeps_a_bounded_history_and_every_row(settings: Kaizen
     fresh.expire_snapshots(TRACES)
     assert len(fresh.table(TRACES).metadata.snapshots) == 5
     assert fresh.expire_snapshots(TRACES) == 0  # nothing more to expire
+
+
+def test_a_staged_transaction_builds_its_metadata_once_per_state(settings: KaizenSettings) -> None:
+    store = IcebergStore(settings)
+    store.append(TRACES, trace_rows(2, settings.project_id))
+    table = store.table(TRACES)
+    with StagedTransaction(table) as transaction:
+        first = transaction.table_metadata
+        assert transaction.table_metadata is first  # nothing staged since: the same metadata
+        assert first.snapshots == table.metadata.snapshots and first is not table.metadata
+        transaction.set_properties({"kaizen.note": "staged"})
+        staged = transaction.table_metadata
+        assert staged is not first and staged.properties["kaizen.note"] == "staged"
+        assert "kaizen.note" not in first.properties and "kaizen.note" not in table.metadata.properties
+        transaction.append(store.table(TRACES).scan().to_arrow().slice(0, 1))  # appends see the staged state
+    committed = IcebergStore(settings).table(TRACES)
+    assert committed.properties["kaizen.note"] == "staged"
+    assert len(committed.metadata.snapshots) == 2 and committed.scan().to_arrow().num_rows == 3
+
+
+def test_an_append_builds_the_staged_metadata_a_few_times_not_once_a_read(
+    settings: KaizenSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pyiceberg's own transaction rebuilds (and deep-copies) the whole metadata 23 times an append."""
+    built = 0
+    replay = pyiceberg.table.update_table_metadata
+
+    def counted(*args: object, **kwargs: object) -> object:
+        nonlocal built
+        built += 1
+        return replay(*args, **kwargs)  # type: ignore[arg-type]
+
+    store = IcebergStore(settings)
+    store.append(TRACES, trace_rows(2, settings.project_id))
+    monkeypatch.setattr(pyiceberg.table, "update_table_metadata", counted)
+    store.append(TRACES, trace_rows(2, settings.project_id))
+    assert 1 <= built <= 3
+    assert store.read(TRACES).num_rows == 4
 
 
 def test_datasets_keep_every_snapshot(settings: KaizenSettings) -> None:
