@@ -371,6 +371,45 @@ class IcebergStore:
             )
         except (pa.ArrowInvalid, pa.ArrowTypeError, KeyError, TypeError) as exc:
             raise StoreError(f"rows do not fit table {name!r}: {exc}") from exc
+        return self._commit(name, table, batch, snapshot_properties)
+
+    def append_columns(
+        self,
+        name: str,
+        columns: Mapping[str, Sequence[Any]],
+        *,
+        snapshot_properties: Mapping[str, str] | None = None,
+    ) -> int | None:
+        """``append`` for a batch given as columns (name -> one value per row): a writer that builds
+        columns skips turning rows into columns, which ``append`` does in Python. A column the table has
+        and the batch lacks is null; a column the table lacks is refused."""
+        table = self.table(name)
+        schema = table.schema().as_arrow()
+        unknown = sorted(set(columns) - set(schema.names))
+        if unknown:
+            raise StoreError(f"table {name!r} has no columns {unknown}")
+        lengths = {len(values) for values in columns.values()}
+        if len(lengths) > 1:
+            raise StoreError(f"columns for table {name!r} differ in length: {sorted(lengths)}")
+        count = lengths.pop() if lengths else 0
+        if not count:
+            return None
+        try:
+            batch = pa.Table.from_pydict(
+                {
+                    field.name: columns[field.name] if field.name in columns else pa.nulls(count, field.type)
+                    for field in schema
+                },
+                schema=schema,
+            )
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as exc:
+            raise StoreError(f"columns do not fit table {name!r}: {exc}") from exc
+        return self._commit(name, table, batch, snapshot_properties)
+
+    def _commit(
+        self, name: str, table: Table, batch: pa.Table, snapshot_properties: Mapping[str, str] | None
+    ) -> int | None:
+        """Append an Arrow batch in one commit, retrying lost races; then expire what history allows."""
         attempts = self.settings.catalog.commit_retries + 1
         for attempt in range(1, attempts + 1):
             try:

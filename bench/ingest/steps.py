@@ -25,7 +25,7 @@ from typing import Any
 
 from bench.ingest.__main__ import SPANS_PER_BATCH, Batches
 from services.ingest.intake import raw_event
-from services.ingest.landing import ingested_event, trace_row
+from services.ingest.landing import ingested_event, trace_columns
 from services.ingest.mapping import map_spans
 from services.ingest.otlp import decode_protobuf
 from services.ingest.redaction import Redactor, redact_fields, redact_trace
@@ -94,17 +94,21 @@ def main() -> int:
         settings = IngestSettings(project_id=PROJECT, home=Path(home))
         store = IcebergStore(settings)
         store.table(TRACES)
-        rows = [trace_row(e.record, now) for e in events]
+        trace_records = [e.record for e in events]
         chunk = 5000  # the worker's largest batch (ingest.batch_max_records)
+        chunks = [
+            trace_columns(trace_records[start : start + chunk], now)
+            for start in range(0, len(trace_records), chunk)
+        ]
 
         def append_all() -> None:
-            for start in range(0, len(rows), chunk):
-                store.append(TRACES, rows[start : start + chunk])
+            for columns in chunks:
+                store.append_columns(TRACES, columns)
 
         worker_steps: list[tuple[str, Callable[[], Any]]] = [
             ("validate the trace.raw events (pydantic)", lambda: decode_events(values, TraceRaw)),
             ("check the records for PII again", lambda: [redact_trace(e.record, redactor) for e in events]),
-            ("build the table rows", lambda: [trace_row(e.record, now) for e in events]),
+            ("build the table columns", lambda: trace_columns(trace_records, now)),
             ("append to Iceberg (Arrow + Parquet + commit)", append_all),
             ("write the trace.ingested events (JSON)", announce_all),
         ]

@@ -180,6 +180,27 @@ def test_rows_that_do_not_fit_the_table_are_refused_by_name(settings: KaizenSett
         store.table("nope")
 
 
+def test_columns_append_like_rows_and_bad_columns_are_refused_by_name(settings: KaizenSettings) -> None:
+    store = IcebergStore(settings)
+    rows = trace_rows(3, settings.project_id)
+    columns = {name: [row.get(name) for row in rows] for name in rows[0]}  # no "reference" column
+    snapshot = store.append_columns(TRACES, columns, snapshot_properties={"kaizen.note": "columns"})
+    assert snapshot is not None
+    assert store.table(TRACES).snapshot_by_id(snapshot).summary["kaizen.note"] == "columns"  # type: ignore[union-attr]
+    store.append(TRACES, rows)
+    read = sorted(store.read(TRACES).to_pylist(), key=lambda r: r["trace_id"])
+    assert len(read) == 6 and read[0::2] == read[1::2]  # the same rows, whichever way they went in
+    assert all(r["reference"] is None and r["contexts"] for r in read)
+    with pytest.raises(StoreError, match=r"no columns \['colour'\]"):
+        store.append_columns(TRACES, {**columns, "colour": ["red"] * 3})
+    with pytest.raises(StoreError, match=r"differ in length: \[2, 3\]"):
+        store.append_columns(TRACES, {**columns, "model": ["m", "m"]})
+    with pytest.raises(StoreError, match="traces"):
+        store.append_columns(TRACES, {**columns, "ts": ["not a time"] * 3})
+    assert store.append_columns(TRACES, {name: [] for name in columns}) is None
+    assert store.read(TRACES).num_rows == 6  # nothing refused was written
+
+
 def test_a_table_of_an_earlier_release_gains_the_new_columns(settings: KaizenSettings) -> None:
     store = IcebergStore(settings)
     spec = TABLE_SPECS[DATASETS]

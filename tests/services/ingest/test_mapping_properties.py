@@ -12,7 +12,7 @@ import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.ingest.landing import trace_row
+from services.ingest.landing import trace_columns
 from services.ingest.mapping import CONSENT_KEYS, MODEL_KEYS, SESSION_KEYS, TAG_KEYS, USER_KEYS, map_spans
 from services.ingest.otlp import decode_json
 from services.ingest.redaction import Redactor, redact_fields
@@ -169,5 +169,8 @@ def test_every_mapped_record_passes_the_workers_validation(
     decoded_events = decode_events(values, TraceRaw)
     assert decoded_events.rejected == []
     # And the worker can write every record as a row of the traces table.
-    rows = [trace_row(event.record, datetime.now(UTC)) for _, event in decoded_events.events]
-    pa.Table.from_pylist(rows, schema=TRACES_SPEC.schema.as_arrow())
+    records = [event.record for _, event in decoded_events.events]
+    columns = trace_columns(records, datetime.now(UTC))
+    schema = TRACES_SPEC.schema.as_arrow()
+    assert list(columns) == schema.names  # every column of the table, none left to be null
+    assert pa.Table.from_pydict(columns, schema=schema).num_rows == len(records)

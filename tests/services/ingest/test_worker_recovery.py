@@ -12,7 +12,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from services.ingest.app import create_app
-from services.ingest.landing import SNAPSHOT_TOKEN, WORKER, trace_event_id, trace_row
+from services.ingest.landing import SNAPSHOT_TOKEN, WORKER, trace_columns, trace_event_id
 from services.ingest.ledger import Entry, Ledger, Stage, now_ms
 from services.ingest.settings import IngestSettings
 from shared.bus import ensure_topics
@@ -49,8 +49,8 @@ async def test_a_redelivered_batch_finishes_what_a_killed_worker_left(
         return ledger.key("trace", key.project_id, trace_of[window])
 
     def append(*names: str, token: str) -> int:
-        rows = [trace_row(windows[name], datetime.now(UTC)) for name in names]
-        snapshot = store.append(TRACES, rows, snapshot_properties={SNAPSHOT_TOKEN: token})
+        columns = trace_columns([windows[name] for name in names], datetime.now(UTC))
+        snapshot = store.append_columns(TRACES, columns, snapshot_properties={SNAPSHOT_TOKEN: token})
         assert snapshot is not None
         return snapshot
 
