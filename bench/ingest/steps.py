@@ -25,7 +25,7 @@ from typing import Any
 
 from bench.ingest.__main__ import SPANS_PER_BATCH, Batches
 from services.ingest.intake import raw_event
-from services.ingest.landing import ingested_event, trace_columns
+from services.ingest.landing import ingested_event, trace_columns, trace_event_id
 from services.ingest.mapping import map_spans
 from services.ingest.otlp import decode_protobuf
 from services.ingest.redaction import Redactor, redact_fields, redact_trace
@@ -88,7 +88,12 @@ def main() -> int:
     now = datetime.now(UTC)
 
     def announce_all() -> list[bytes]:
-        return [ingested_event(e.record, "kaizen.traces", 1, now) for e in events]
+        return [
+            ingested_event(
+                e.record, trace_event_id(e.record.project_id, e.record.trace_id), "kaizen.traces", 1, now
+            )
+            for e in events
+        ]
 
     with tempfile.TemporaryDirectory() as home:
         settings = IngestSettings(project_id=PROJECT, home=Path(home))

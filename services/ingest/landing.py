@@ -63,15 +63,17 @@ def _shared_entries(
     ]
 
 
-def ingested_event(record: TraceRecord, table: str, snapshot: int | None, now: datetime) -> bytes:
-    """The ``trace.ingested`` event of a stored trace, as JSON.
+def ingested_event(
+    record: TraceRecord, event_id: str, table: str, snapshot: int | None, now: datetime
+) -> bytes:
+    """The ``trace.ingested`` event of a stored trace (its id from ``trace_event_id``), as JSON.
 
     Written straight from a dict (a model per event costs more than the rest of its work); the tests
     validate what lands on the topic against ``TraceIngested``.
     """
     return to_json(
         {
-            "event_id": trace_event_id(record.project_id, record.trace_id),
+            "event_id": event_id,
             "type": TRACE_INGESTED,
             "schema_version": 1,
             "occurred_at": now,
@@ -329,7 +331,7 @@ class TraceLanding:
         now: datetime,
     ) -> Announcement:
         event_id = trace_event_id(record.project_id, record.trace_id)
-        value = ingested_event(record, self._table, snapshot, now)
+        value = ingested_event(record, event_id, self._table, snapshot, now)
         return Announcement(
             key=record.trace_id.encode(),
             value=value,
