@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pydantic
-from aiokafka import TopicPartition
+from aiokafka import TopicPartition, errors
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from fast_depends.exceptions import ValidationError as DependencyValidationError
@@ -35,7 +35,7 @@ from faststream.kafka.publisher.usecase import DefaultPublisher
 from faststream.message import StreamMessage
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from shared.errors import InvalidMessage
+from shared.errors import InvalidMessage, KaizenError
 from shared.events import DLQ_SUFFIX, EVENT_TYPES, Envelope, dlq_topic
 from shared.settings import KaizenSettings
 from shared.telemetry import BusMetrics
@@ -336,6 +336,37 @@ async def ensure_topics(
             except TopicAlreadyExistsError:
                 pass
         await _wait_for_leaders(admin, names)
+    finally:
+        await admin.close()
+    return names
+
+
+async def delete_topics(settings: KaizenSettings, prefixes: Sequence[str] | None = None) -> list[str]:
+    """Delete every topic whose name starts with one of ``prefixes`` (the settings' topic prefix by
+    default), dead-letter topics included; return the names deleted.
+
+    For benchmarks and test sessions that made topics of their own: a broker keeps a topic's records
+    for its retention time (a week locally), and one ingest benchmark writes about a gigabyte.
+    An empty prefix would name every topic of the cluster, and is refused.
+    """
+    chosen = list(prefixes) if prefixes is not None else [settings.kafka.topic_prefix]
+    if not chosen or not all(chosen):
+        raise KaizenError(f"delete_topics needs non-empty topic prefixes, got {chosen!r}")
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    await admin.start()
+    try:
+        names = sorted(name for name in await admin.list_topics() if name.startswith(tuple(chosen)))
+        refused: list[str] = []
+        for start in range(0, len(names), 500):  # a bounded request, however many a test session made
+            response = await admin.delete_topics(names[start : start + 500])
+            refused += [
+                f"{topic} ({errors.for_code(code).__name__})"
+                for topic, code in response.topic_error_codes
+                # gone meanwhile (deleted by someone else) is what was asked for
+                if code not in (0, errors.UnknownTopicOrPartitionError.errno)
+            ]
+        if refused:
+            raise KaizenError(f"the broker did not delete {len(refused)} topics: {', '.join(refused[:5])}")
     finally:
         await admin.close()
     return names

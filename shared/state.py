@@ -12,6 +12,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.lock import Lock
 
+from shared.errors import KaizenError
 from shared.settings import KaizenSettings
 
 
@@ -67,3 +68,28 @@ class RedisState:
 
     async def window(self, name: str) -> list[Any]:
         return [json.loads(item) for item in await self.client.lrange(self.key("window", name), 0, -1)]
+
+    async def drop_all(self) -> int:
+        """Delete every key under this state's prefix; return how many there were.
+
+        For benchmarks that made keys of their own (an ingest benchmark leaves a deduplication key a
+        trace, kept for the dedup window). An empty prefix would name every key of the database, and
+        is refused.
+        """
+        if not self.prefix:
+            raise KaizenError("drop_all needs a key prefix; this state has none (it would drop every key)")
+        dropped = 0
+        batch: list[bytes] = []
+        async for key in self.client.scan_iter(match=_glob_escape(self.prefix) + "*", count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                dropped += int(await self.client.unlink(*batch))
+                batch = []
+        if batch:
+            dropped += int(await self.client.unlink(*batch))
+        return dropped
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally in a Redis glob pattern."""
+    return "".join(f"\\{char}" if char in "*?[]\\" else char for char in text)

@@ -49,8 +49,9 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from services.ingest.auth import secret_digest
 from services.ingest.settings import ApiKey, IngestSettings
-from shared.bus import ensure_topics
+from shared.bus import delete_topics, ensure_topics
 from shared.events import FEEDBACK_RAW, FEEDBACK_RECEIVED, TRACE_INGESTED, TRACE_RAW
+from shared.state import RedisState
 from shared.store import TRACES, IcebergStore
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -419,6 +420,25 @@ def start_service(name: str, env: dict[str, str], logs: Path) -> subprocess.Pope
 
 async def main(arguments: argparse.Namespace) -> None:
     settings = bench_settings()
+    try:
+        await run(arguments, settings)
+    finally:
+        await clean_up(settings)
+
+
+async def clean_up(settings: IngestSettings) -> None:
+    """Delete the run's topics and Redis keys: a run writes about a gigabyte to Kafka, which the broker
+    would otherwise keep for its retention time (a week on the local stack)."""
+    topics = await delete_topics(settings)
+    state = RedisState(settings)
+    try:
+        keys = await state.drop_all()
+    finally:
+        await state.close()
+    print(f"cleaned up: {len(topics)} topics, {keys} Redis keys", file=sys.stderr)
+
+
+async def run(arguments: argparse.Namespace, settings: IngestSettings) -> None:
     public_key, secret_key = f"pk-bench-{secrets.token_hex(6)}", f"sk-bench-{secrets.token_urlsafe(24)}"
     api_key = ApiKey(
         project_id=settings.project_id, public_key=public_key, secret_sha256=secret_digest(secret_key)

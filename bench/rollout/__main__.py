@@ -40,7 +40,7 @@ from services.rollout.engine import ChatEngine, Sampling
 from services.rollout.gateway import VERSION_HEADER, serve
 from services.rollout.routing import RedisRouter, assign_arm, read_routing
 from services.rollout.settings import RolloutOptions, RolloutSettings
-from shared.bus import create_broker, declare_publisher, ensure_topics, publish_event
+from shared.bus import create_broker, declare_publisher, delete_topics, ensure_topics, publish_event
 from shared.events import EvalPassed, RolloutStage, TableRef, TraceIngested
 from shared.models import TINY_RANDOM_LLAMA
 from shared.registry import ModelRegistry
@@ -271,8 +271,10 @@ async def main(args: argparse.Namespace) -> None:
                 break
         seen_at_gateway_ms = (time.perf_counter() - decided) * 1000
 
+    await state.drop_all()  # the run's keys and topic: nothing of a benchmark outlives it
     await state.close()
     await broker.stop()
+    await delete_topics(settings)
     from ray import serve as ray_serve
 
     ray_serve.shutdown()

@@ -17,12 +17,14 @@ from shared.bus import (
     DLQ_REASON,
     create_broker,
     declare_publisher,
+    delete_topics,
     ensure_topics,
     publish_event,
     split_batch,
     subscribe,
 )
-from shared.events import EVENT_TYPES, TRACE_INGESTED, Envelope, TraceIngested, dlq_topic
+from shared.errors import KaizenError
+from shared.events import EVENT_TYPES, TRACE_INGESTED, TRACE_RAW, Envelope, TraceIngested, dlq_topic
 from shared.samples import sample_events
 from shared.settings import KaizenSettings
 
@@ -244,3 +246,32 @@ async def test_split_batch_dead_letters_only_the_invalid_records(settings: Kaize
     assert headers[DLQ_REASON] == b"invalid" and headers[DLQ_CONSUMER] == group.encode()
     assert b"trace_id" in headers[DLQ_ERROR]
     assert json.loads(dead.value)["trace_id"] is None
+
+
+async def test_delete_topics_deletes_a_prefix_and_nothing_else(settings: KaizenSettings) -> None:
+    """What a benchmark or a test session made goes when it ends; other prefixes' topics stay."""
+    neighbour = settings.model_copy(deep=True)
+    neighbour.kafka.topic_prefix = settings.kafka.topic_prefix.rstrip(".") + "x."
+    mine = await ensure_topics(settings, [TRACE_INGESTED, TRACE_RAW])
+    theirs = await ensure_topics(neighbour, [TRACE_INGESTED], with_dlq=False)
+
+    deleted = await delete_topics(settings)
+
+    assert deleted == sorted(mine) and len(mine) == 4, "both topics and their dead-letter topics"
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    await admin.start()
+    try:
+        left: set[str] = set(mine)
+        deadline = asyncio.get_running_loop().time() + TIMEOUT_S
+        while left & set(mine) and asyncio.get_running_loop().time() < deadline:
+            left = set(await admin.list_topics())
+            await asyncio.sleep(0.1)
+        assert not left & set(mine), "the deleted topics are gone from the cluster"
+        assert set(theirs) <= left, "another prefix's topics are kept"
+    finally:
+        await admin.close()
+    assert await delete_topics(settings) == [], "deleting again finds nothing to do"
+    assert await delete_topics(neighbour) == theirs
+
+    with pytest.raises(KaizenError, match="non-empty topic prefixes"):
+        await delete_topics(settings, [""])

@@ -4,6 +4,7 @@ import asyncio
 
 import pytest
 
+from shared.errors import KaizenError
 from shared.settings import KaizenSettings
 from shared.state import RedisState
 
@@ -50,3 +51,38 @@ async def test_prefixes_keep_deployments_apart(settings: KaizenSettings) -> None
     finally:
         await a.close()
         await b.close()
+
+
+async def test_drop_all_deletes_its_own_prefix_only(settings: KaizenSettings) -> None:
+    """A benchmark drops the keys it made, however many; keys of a neighbouring prefix stay, and a
+    prefix with glob characters matches only itself."""
+    glob = settings.model_copy(deep=True)
+    glob.redis.key_prefix = settings.redis.key_prefix.rstrip(":") + "[x]:"
+    lookalike = settings.model_copy(deep=True)
+    lookalike.redis.key_prefix = settings.redis.key_prefix.rstrip(":") + "x:"
+    state, globbed, neighbour = RedisState(settings), RedisState(glob), RedisState(lookalike)
+    try:
+        async with state.client.pipeline(transaction=False) as pipe:
+            for index in range(2_500):  # more than one SCAN / UNLINK batch
+                pipe.set(state.key("seen", "trace", str(index)), b"1")
+            await pipe.execute()
+        await state.put_json("rollout", {"stage": 1})
+        await globbed.put_json("rollout", {"stage": 2})
+        await neighbour.put_json("rollout", {"stage": 3})
+
+        assert await globbed.drop_all() == 1
+        assert await neighbour.get_json("rollout") == {"stage": 3}, "[x] is not a character class"
+        assert await state.drop_all() == 2_501
+        assert await state.get_json("rollout") is None
+        assert await state.first_time("trace", "7") is True, "the dedup keys are gone"
+        assert await neighbour.get_json("rollout") == {"stage": 3}
+        assert await neighbour.drop_all() == 1
+
+        bare = settings.model_copy(deep=True)
+        bare.redis.key_prefix = ""
+        with pytest.raises(KaizenError, match="needs a key prefix"):
+            await RedisState(bare, client=state.client).drop_all()
+    finally:
+        await state.drop_all()
+        for each in (state, globbed, neighbour):
+            await each.close()
