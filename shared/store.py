@@ -255,8 +255,7 @@ class StagedTransaction(Transaction):
     table's metadata and deep-copies the result, snapshot history included, and one append reads it
     23 times. On a traces table holding the ~110 snapshots ``history.expire.*`` keeps, an append of
     1,000 rows took 69-79 ms with pyiceberg's transaction and 27-30 ms with this one, which builds the
-    metadata twice (``python -m bench.store`` compares them). Nothing in pyiceberg 0.12 caches it; a
-    pull request upstream proposes this same cache.
+    metadata twice (``python -m bench.store`` compares them). Nothing in pyiceberg 0.12 caches it.
 
     The result is kept for as long as neither input changes: the table's metadata (replaced, never
     changed, on a commit or refresh) and the tuple of staged updates (a new tuple whenever an update is
